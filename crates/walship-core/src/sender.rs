@@ -369,13 +369,17 @@ impl SenderSession {
                         after.as_ref().map(|a| a.as_str()).unwrap_or("")
                     )));
                 }
-                if view.start != *pos {
+                if after.is_none() && self.pos.sent == *pos && self.pos.flushed == *pos {
+                    // An empty mirror takes the source from wherever it begins.
+                    let p = view.start;
+                    self.pos = SessionPositions { sent: p, written: p, flushed: p, applied: p };
+                } else if view.start != *pos {
                     return Err(SessionError::Diverged {
                         pos: *pos,
                         detail: format!("the source's segment {} starts at position {}", view.name, view.start),
                     });
                 }
-                let t = Transmit::SegmentStart { name: view.name.clone(), pos: *pos, timestamp_us: ts };
+                let t = Transmit::SegmentStart { name: view.name.clone(), pos: view.start, timestamp_us: ts };
                 self.cursor = Cursor::In(view.name.clone());
                 Ok(Some(t))
             }

@@ -61,8 +61,23 @@ impl Source {
     }
 
     fn bytes(&self, pos: Position, len: usize) -> Bytes {
-        let all: Vec<u8> = self.segs.iter().flat_map(|s| s.1.clone()).collect();
-        Bytes::copy_from_slice(&all[pos.get() as usize..pos.get() as usize + len])
+        // Walk the segments instead of concatenating them on every call.
+        let mut out = Vec::with_capacity(len);
+        let mut off = pos.get() as usize;
+        for (_, b, _) in &self.segs {
+            if out.len() == len {
+                break;
+            }
+            if off >= b.len() {
+                off -= b.len();
+                continue;
+            }
+            let take = (len - out.len()).min(b.len() - off);
+            out.extend_from_slice(&b[off..off + take]);
+            off = 0;
+        }
+        assert_eq!(out.len(), len, "read past the end of the test source");
+        Bytes::from(out)
     }
 
     fn all(&self) -> Vec<u8> {

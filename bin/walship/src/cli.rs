@@ -1,0 +1,225 @@
+//! Command-line interface. Every flag also reads `WALSHIP_<FLAG>`.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walship",
+    version,
+    about = "Ship write-ahead log segments to remote receivers over QUIC with mutual TLS"
+)]
+pub struct Cli {
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `walship_agent=debug`.
+    #[arg(long, global = true, env = "WALSHIP_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Certificates for mutual TLS.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Receive WAL from a sender into a durable mirror directory.
+    Receive(ReceiveArgs),
+    /// Tail a WAL directory and ship it to one or more receivers.
+    Send(SendArgs),
+    /// Compare a WAL directory with a mirror, byte for byte.
+    Verify(VerifyArgs),
+    /// Run a writer, a sender and a receiver on loopback, then verify the mirror.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Create a CA plus a server and a client certificate signed by it.
+    Init(CertInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertInitArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key, client.pem, client.key into.
+    #[arg(long, env = "WALSHIP_DIR")]
+    pub dir: PathBuf,
+    /// Extra name (DNS name or IP address) for the server certificate; localhost and 127.0.0.1 are always in it.
+    #[arg(long = "name", env = "WALSHIP_NAME", value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) that signed the peer's certificate.
+    #[arg(long, env = "WALSHIP_CA")]
+    pub ca: PathBuf,
+    /// This side's certificate (PEM).
+    #[arg(long, env = "WALSHIP_CERT")]
+    pub cert: PathBuf,
+    /// This side's private key (PEM).
+    #[arg(long, env = "WALSHIP_KEY")]
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// UDP address to listen on, e.g. 0.0.0.0:7000.
+    #[arg(long, env = "WALSHIP_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Mirror directory (created if missing).
+    #[arg(long, env = "WALSHIP_DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// This receiver's name in senders' status (default: the host name).
+    #[arg(long, env = "WALSHIP_NAME")]
+    pub name: Option<String>,
+    /// Largest data frame payload accepted, e.g. 4MiB.
+    #[arg(long, env = "WALSHIP_MAX_FRAME", default_value = "4MiB", value_parser = parse_size_u32)]
+    pub max_frame: u32,
+    /// fdatasync at least this often while bytes are unflushed (it also syncs whenever the queue drains).
+    #[arg(long, env = "WALSHIP_FLUSH_INTERVAL", default_value = "20ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// fdatasync once this many bytes are unflushed, even under continuous load.
+    #[arg(long, env = "WALSHIP_FLUSH_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub flush_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Any append-only segment files, ordered by name.
+    Raw,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Directory holding the WAL segments.
+    #[arg(long, env = "WALSHIP_WAL_DIR")]
+    pub wal_dir: PathBuf,
+    /// WAL format.
+    #[arg(long, env = "WALSHIP_FORMAT", value_enum, default_value = "raw")]
+    pub format: Format,
+    /// Receiver address HOST:PORT; give it once per receiver.
+    #[arg(long = "to", env = "WALSHIP_TO", value_delimiter = ',', required = true)]
+    pub to: Vec<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Name to verify in the receiver's certificate (default: the host part of --to).
+    #[arg(long, env = "WALSHIP_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Identity of this WAL source; a mirror refuses any other. Default: raw:<hostname>:<canonical wal dir>.
+    #[arg(long, env = "WALSHIP_SOURCE_ID")]
+    pub source_id: Option<String>,
+    /// Only file names matching this glob are segments (default: every file not starting with '.').
+    #[arg(long, env = "WALSHIP_PATTERN", value_parser = parse_glob)]
+    pub pattern: Option<glob::Pattern>,
+    /// Largest number of sent bytes a receiver has not yet acknowledged as written, e.g. 64MiB.
+    #[arg(long, env = "WALSHIP_MAX_INFLIGHT", default_value = "64MiB", value_parser = parse_size)]
+    pub max_inflight: u64,
+    /// Largest data frame payload, e.g. 256KiB.
+    #[arg(long, env = "WALSHIP_MAX_FRAME", default_value = "256KiB", value_parser = parse_size_u32)]
+    pub max_frame: u32,
+    /// Directory poll interval, a safety net behind inotify.
+    #[arg(long, env = "WALSHIP_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// First reconnect delay; doubles per failed attempt.
+    #[arg(long, env = "WALSHIP_RECONNECT_MIN", default_value = "100ms", value_parser = parse_duration)]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    #[arg(long, env = "WALSHIP_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The source WAL directory.
+    #[arg(long, env = "WALSHIP_WAL_DIR")]
+    pub wal_dir: PathBuf,
+    /// The mirror directory.
+    #[arg(long, env = "WALSHIP_MIRROR")]
+    pub mirror: PathBuf,
+    /// WAL format.
+    #[arg(long, env = "WALSHIP_FORMAT", value_enum, default_value = "raw")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the synthetic writer writes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Writer rate in bytes per second, e.g. 32MiB.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub rate: u64,
+    /// Segment size of the synthetic WAL.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub segment_size: u64,
+    /// Keep the demo's directories instead of deleting them.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Parses `123`, `64KiB`, `64MiB`, `1GiB`, `64K`, `64M`, `1G` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 65536, 64KiB, 64MiB or 1GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("invalid size unit in {s:?}: use B, KiB, MiB, GiB or TiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_size_u32(s: &str) -> Result<u32, String> {
+    let v = parse_size(s)?;
+    u32::try_from(v).map_err(|_| format!("size {s:?} is too large (at most 4GiB - 1)"))
+}
+
+/// Parses durations like `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 10s, 2m)"))
+}
+
+fn parse_glob(s: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(s).map_err(|e| format!("invalid pattern {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size_u32("4GiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

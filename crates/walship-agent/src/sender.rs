@@ -1,0 +1,353 @@
+//! The sender runtime: one tailer shared by one session loop per receiver.
+//!
+//! A source task waits for the [`Watcher`] and refreshes the [`Tailer`],
+//! publishing the source's end position on a watch channel. Each receiver
+//! gets its own task that connects, runs a session (see `sender_session`)
+//! and, when the session ends for any reason, reconnects with capped
+//! exponential backoff, so a dead receiver never stops the others and
+//! neither side needs a restart.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use walship_core::Position;
+use walship_core::proto;
+use walship_net::TlsFiles;
+use walship_source::{Tailer, TailerConfig, Watcher};
+
+use crate::AgentError;
+use crate::backoff::Backoff;
+use crate::receiver::lock;
+use crate::sender_session;
+
+/// One receiver to ship to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Name the receiver's certificate must carry.
+    pub server_name: String,
+    /// How logs and status name this receiver (`host:port` as given).
+    pub label: String,
+}
+
+/// Settings of a sender.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    pub wal_dir: PathBuf,
+    pub tailer: TailerConfig,
+    pub source_id: String,
+    pub sender_name: String,
+    pub targets: Vec<Target>,
+    pub tls: TlsFiles,
+    pub max_frame: u32,
+    pub max_inflight: u64,
+    /// Safety-net directory poll interval (inotify does the fast path).
+    pub poll_interval: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Connection state of one receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    Connecting,
+    Handshaking,
+    Streaming,
+    /// Waiting before the next attempt.
+    Backoff,
+    Stopped,
+}
+
+impl ConnState {
+    /// Lowercase name for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Handshaking => "handshaking",
+            ConnState::Streaming => "streaming",
+            ConnState::Backoff => "backoff",
+            ConnState::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the sender knows about one receiver.
+#[derive(Debug, Clone)]
+pub struct ReceiverStatus {
+    pub label: String,
+    pub state: ConnState,
+    pub epoch: u64,
+    pub sent: Position,
+    pub written: Position,
+    pub flushed: Position,
+    pub applied: Position,
+    /// Where the last session resumed.
+    pub resume_pos: Position,
+    pub sessions: u64,
+    pub reconnects: u64,
+    pub frames_sent: u64,
+    pub bytes_sent: u64,
+    pub last_error: Option<String>,
+}
+
+/// A sender's state at one moment.
+#[derive(Debug, Clone)]
+pub struct SenderSnapshot {
+    pub source_id: String,
+    pub end: Position,
+    pub receivers: Vec<ReceiverStatus>,
+    pub source_error: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) opts: SenderOptions,
+    pub(crate) base: Instant,
+    pub(crate) tailer: Mutex<Tailer>,
+    pub(crate) end: watch::Sender<Position>,
+    pub(crate) receivers: Mutex<Vec<ReceiverStatus>>,
+    pub(crate) source_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn update(&self, idx: usize, f: impl FnOnce(&mut ReceiverStatus)) {
+        if let Some(r) = lock(&self.receivers).get_mut(idx) {
+            f(r);
+        }
+    }
+
+    /// True when another receiver's session is streaming (then positions
+    /// must not be re-anchored under it).
+    pub(crate) fn others_streaming(&self, idx: usize) -> bool {
+        lock(&self.receivers).iter().enumerate().any(|(i, r)| i != idx && r.state == ConnState::Streaming)
+    }
+
+    /// Lets the tailer drop what every receiver has durably.
+    pub(crate) fn release(&self) {
+        let min = lock(&self.receivers).iter().map(|r| r.flushed).min();
+        if let Some(min) = min {
+            lock(&self.tailer).release_before(min);
+        }
+    }
+}
+
+/// A cheap handle to read a running sender's state.
+#[derive(Clone)]
+pub struct SenderHandle(Arc<Shared>);
+
+impl std::fmt::Debug for SenderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SenderHandle")
+    }
+}
+
+impl SenderHandle {
+    /// The current state.
+    pub fn snapshot(&self) -> SenderSnapshot {
+        SenderSnapshot {
+            source_id: self.0.opts.source_id.clone(),
+            end: *self.0.end.borrow(),
+            receivers: lock(&self.0.receivers).clone(),
+            source_error: lock(&self.0.source_error).clone(),
+        }
+    }
+}
+
+/// A sender, ready to [`run`](Sender::run).
+pub struct Sender {
+    shared: Arc<Shared>,
+    watcher: Watcher,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("wal_dir", &self.shared.opts.wal_dir).finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// Opens the WAL directory and its watcher. Must be called inside a tokio runtime.
+    pub fn new(opts: SenderOptions) -> Result<Sender, AgentError> {
+        if opts.targets.is_empty() {
+            return Err(AgentError::Config("no receiver given (--to)".into()));
+        }
+        if opts.max_frame == 0 || opts.max_frame > walship_core::frame::DEFAULT_MAX_PAYLOAD {
+            return Err(AgentError::Config(format!(
+                "frame size {} is out of range 1..={}",
+                opts.max_frame,
+                walship_core::frame::DEFAULT_MAX_PAYLOAD
+            )));
+        }
+        if opts.max_inflight < u64::from(opts.max_frame) {
+            return Err(AgentError::Config(format!(
+                "max in-flight bytes {} is smaller than one frame ({})",
+                opts.max_inflight, opts.max_frame
+            )));
+        }
+        let tailer = Tailer::open(&opts.wal_dir, opts.tailer.clone())?;
+        let watcher = Watcher::new(&opts.wal_dir, opts.poll_interval, Duration::from_millis(1))?;
+        if watcher.is_polling_only() {
+            warn!(dir = %opts.wal_dir.display(), "file notifications unavailable; polling every 1 ms");
+        }
+        let (end, _) = watch::channel(tailer.end());
+        let receivers = opts
+            .targets
+            .iter()
+            .map(|t| ReceiverStatus {
+                label: t.label.clone(),
+                state: ConnState::Connecting,
+                epoch: 0,
+                sent: Position::ZERO,
+                written: Position::ZERO,
+                flushed: Position::ZERO,
+                applied: Position::ZERO,
+                resume_pos: Position::ZERO,
+                sessions: 0,
+                reconnects: 0,
+                frames_sent: 0,
+                bytes_sent: 0,
+                last_error: None,
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            opts,
+            base: Instant::now(),
+            tailer: Mutex::new(tailer),
+            end,
+            receivers: Mutex::new(receivers),
+            source_error: Mutex::new(None),
+        });
+        Ok(Sender { shared, watcher })
+    }
+
+    /// A handle for snapshots.
+    pub fn handle(&self) -> SenderHandle {
+        SenderHandle(self.shared.clone())
+    }
+
+    /// Ships until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let Sender { shared, watcher } = self;
+        info!(
+            wal_dir = %shared.opts.wal_dir.display(),
+            source_id = %shared.opts.source_id,
+            end_pos = %*shared.end.borrow(),
+            receivers = shared.opts.targets.len(),
+            "sender started"
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for (idx, target) in shared.opts.targets.clone().into_iter().enumerate() {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { target_loop(shared, idx, target, shutdown).await });
+        }
+        source_loop(&shared, watcher, &shutdown).await;
+        while tasks.join_next().await.is_some() {}
+        info!("sender stopped");
+        Ok(())
+    }
+}
+
+async fn source_loop(shared: &Shared, watcher: Watcher, shutdown: &CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = watcher.changed() => {}
+        }
+        let r = {
+            let mut t = lock(&shared.tailer);
+            t.refresh().map(|changed| (changed, t.end()))
+        };
+        match r {
+            Ok((changed, end)) => {
+                if changed {
+                    shared.end.send_replace(end);
+                }
+                if let Some(prev) = lock(&shared.source_error).take() {
+                    info!("wal directory readable again (was: {prev})");
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let mut cur = lock(&shared.source_error);
+                if cur.as_deref() != Some(msg.as_str()) {
+                    error!("{msg}");
+                    *cur = Some(msg);
+                }
+            }
+        }
+    }
+}
+
+async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(shared.opts.backoff_initial, shared.opts.backoff_max);
+    let endpoint = match walship_net::client_endpoint(target.addr, &shared.opts.tls) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(receiver = %target.label, "cannot create the client endpoint: {e}");
+            shared.update(idx, |r| {
+                r.state = ConnState::Stopped;
+                r.last_error = Some(e.to_string());
+            });
+            return;
+        }
+    };
+    let mut last_logged: Option<String> = None;
+    loop {
+        shared.update(idx, |r| r.state = ConnState::Connecting);
+        let outcome = sender_session::run(&shared, idx, &endpoint, &target, &shutdown).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let streamed = match outcome {
+            Ok(streamed) => streamed,
+            Err((streamed, e)) => {
+                let msg = e.to_string();
+                // Log each distinct failure once at warn; repeats at debug.
+                if last_logged.as_deref() != Some(msg.as_str()) {
+                    if e.is_fatal_for_data() {
+                        error!(receiver = %target.label, "session failed: {msg}");
+                    } else {
+                        warn!(receiver = %target.label, "session ended: {msg}");
+                    }
+                    last_logged = Some(msg.clone());
+                } else {
+                    tracing::debug!(receiver = %target.label, "session ended: {msg}");
+                }
+                shared.update(idx, |r| r.last_error = Some(msg));
+                streamed
+            }
+        };
+        if streamed {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        shared.update(idx, |r| {
+            r.state = ConnState::Backoff;
+            r.reconnects += 1;
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    shared.update(idx, |r| r.state = ConnState::Stopped);
+    endpoint.close(walship_net::close::SHUTDOWN, b"shutdown");
+    endpoint.wait_idle().await;
+}
+
+/// The sender's config for session cores.
+pub(crate) fn core_config(opts: &SenderOptions) -> walship_core::sender::SenderConfig {
+    walship_core::sender::SenderConfig {
+        source_id: opts.source_id.clone(),
+        format: proto::Format::Raw,
+        segment_size: 0,
+        timeline: 0,
+        sender_name: opts.sender_name.clone(),
+        max_frame: opts.max_frame,
+        max_inflight: opts.max_inflight,
+    }
+}

@@ -1,0 +1,360 @@
+//! One sender session: connect, handshake, resume check, stream.
+//!
+//! The data loop never awaits a network read while it has something to
+//! send: acks are read by a separate task and handed over on a channel, so
+//! the loop drains them between frames (a pending `send_frame` is never
+//! cancelled, since quinn's writes are not cancel-safe), and only when the
+//! window is full or the source has nothing new does it wait — for an ack,
+//! for the source to grow, or for shutdown.
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use walship_core::frame;
+use walship_core::proto::{ErrorCode, control::Msg};
+use walship_core::receiver::error_msg;
+use walship_core::sender::{Cursor, ResumeCheck, ResumeRequest, SegmentView, SenderSession, SessionError, Transmit};
+use walship_net::{ControlSend, Endpoint, NetError, close};
+use walship_source::{SegmentInfo, SourceError, Tailer};
+
+use crate::receiver::lock;
+use crate::sender::{ConnState, Shared, Target, core_config};
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Core(#[from] SessionError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Closed(String),
+}
+
+impl Failure {
+    /// Failures that need an operator (divergence, lost source data), as
+    /// opposed to a network hiccup that the next attempt cures.
+    pub(crate) fn is_fatal_for_data(&self) -> bool {
+        matches!(self, Failure::Core(SessionError::Diverged { .. } | SessionError::SourceGone(_)) | Failure::Source(_))
+    }
+}
+
+/// Runs one session. `Ok(streamed)` on shutdown; `Err((streamed, why))`
+/// otherwise, where `streamed` says whether the session got past the
+/// handshake (which resets the backoff).
+pub(crate) async fn run(
+    shared: &Shared,
+    idx: usize,
+    endpoint: &Endpoint,
+    target: &Target,
+    shutdown: &CancellationToken,
+) -> Result<bool, (bool, Failure)> {
+    let conn = tokio::select! {
+        c = walship_net::connect(endpoint, target.addr, &target.server_name) => c.map_err(|e| (false, e.into()))?,
+        _ = shutdown.cancelled() => return Ok(false),
+    };
+    shared.update(idx, |r| r.state = ConnState::Handshaking);
+    let r = session(shared, idx, &conn, shutdown).await;
+    match &r {
+        Ok(_) => close::close(&conn, close::SHUTDOWN, ""),
+        Err((_, Failure::Net(_) | Failure::Closed(_))) => {}
+        Err((_, e)) => close::close(&conn, close::PROTOCOL, &e.to_string()),
+    }
+    r
+}
+
+async fn session(
+    shared: &Shared,
+    idx: usize,
+    conn: &walship_net::Connection,
+    shutdown: &CancellationToken,
+) -> Result<bool, (bool, Failure)> {
+    let early = |e: Failure| (false, e);
+    let (mut ctl_tx, mut ctl_rx) = walship_net::control::open(conn).await.map_err(|e| early(e.into()))?;
+    let mut core = SenderSession::new(core_config(&shared.opts), shared.base);
+    while let Some(m) = core.poll_control() {
+        ctl_tx.send(m).await.map_err(|e| early(e.into()))?;
+    }
+    let welcome = tokio::select! {
+        m = tokio::time::timeout(Duration::from_secs(10), ctl_rx.recv()) => m
+            .map_err(|_| early(Failure::Closed("no welcome within 10 s".into())))?
+            .map_err(|e| early(e.into()))?
+            .ok_or_else(|| early(closed_reason(conn)))?,
+        _ = shutdown.cancelled() => return Ok(false),
+    };
+    let req = core
+        .handle_control(welcome, Instant::now())
+        .map_err(|e| early(e.into()))?
+        .ok_or_else(|| early(Failure::Closed("receiver answered hello without welcome".into())))?;
+    let check = {
+        let mut t = lock(&shared.tailer);
+        let may_rebase = !shared.others_streaming(idx);
+        let c = resolve_resume(&mut t, &req, may_rebase);
+        shared.end.send_replace(t.end());
+        c
+    };
+    if let Err(e) = core.handle_resume(check, Instant::now()) {
+        let code = match e {
+            SessionError::Diverged { .. } => ErrorCode::Diverged,
+            SessionError::SourceGone(_) => ErrorCode::SourceGone,
+            _ => ErrorCode::Protocol,
+        };
+        let _ = ctl_tx.send(error_msg(code, e.to_string())).await;
+        return Err(early(e.into()));
+    }
+    let resume_pos = core.positions().sent;
+    info!(receiver = %req.receiver_name, epoch = req.epoch, resume_pos = %resume_pos, "streaming");
+    shared.update(idx, |r| {
+        r.state = ConnState::Streaming;
+        r.epoch = req.epoch;
+        r.resume_pos = resume_pos;
+        r.sessions += 1;
+        r.sent = resume_pos;
+        r.written = r.written.max(resume_pos);
+        r.flushed = r.flushed.max(resume_pos);
+        r.applied = r.applied.max(resume_pos);
+    });
+    stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| (true, e))
+}
+
+/// Checks the mirror's resume point against the source and re-anchors the
+/// source's positions when it is safe.
+fn resolve_resume(t: &mut Tailer, req: &ResumeRequest, may_rebase: bool) -> ResumeCheck {
+    let Some(seg) = &req.segment else {
+        return ResumeCheck::Unverifiable;
+    };
+    let found = t.segments().iter().find(|s| s.name == seg.name).cloned();
+    match found {
+        Some(info) => {
+            if info.start != seg.start {
+                if !may_rebase {
+                    return ResumeCheck::Diverged(format!(
+                        "segment {} starts at position {} on the mirror but at {} for the other receivers",
+                        seg.name, seg.start, info.start
+                    ));
+                }
+                if let Err(e) = t.rebase(&seg.name, seg.start) {
+                    return ResumeCheck::Gone(e.to_string());
+                }
+            }
+            let Some(info) = t.segments().iter().find(|s| s.name == seg.name).cloned() else {
+                return ResumeCheck::Gone(format!("segment {} vanished while resuming", seg.name));
+            };
+            if req.durable_pos > info.end() && (info.sealed || seg.complete) {
+                return ResumeCheck::Diverged(format!(
+                    "the mirror holds {} bytes of segment {} but the source has only {}",
+                    req.durable_pos.since(info.start),
+                    seg.name,
+                    info.len
+                ));
+            }
+            if req.durable_pos > info.end() {
+                // The source has not caught up with its own mirror: a restored
+                // or rewound primary. Appending would fork history.
+                return ResumeCheck::Diverged(format!(
+                    "the mirror is durable to position {} but the source ends at {}",
+                    req.durable_pos,
+                    info.end()
+                ));
+            }
+            match t.checksum(req.check_start, req.durable_pos) {
+                Ok(crc) => ResumeCheck::Crc(crc),
+                Err(e) => ResumeCheck::Gone(e.to_string()),
+            }
+        }
+        None if seg.complete => {
+            let next_ok = t.segments().iter().find(|s| s.name > seg.name).map(|s| s.start);
+            match next_ok {
+                Some(start) if start == req.durable_pos => ResumeCheck::Unverifiable,
+                Some(_) if may_rebase => match t.rebase_after(&seg.name, req.durable_pos) {
+                    Ok(()) => ResumeCheck::Unverifiable,
+                    Err(e) => ResumeCheck::Gone(e.to_string()),
+                },
+                Some(start) => ResumeCheck::Diverged(format!(
+                    "the segment after {} starts at {start} for the other receivers but at {} on this mirror",
+                    seg.name, req.durable_pos
+                )),
+                // Nothing after it yet: wait for the next segment at the mirror's position.
+                None if may_rebase => match t.rebase_after(&seg.name, req.durable_pos) {
+                    Ok(()) => ResumeCheck::Unverifiable,
+                    Err(_) => ResumeCheck::Unverifiable,
+                },
+                None => ResumeCheck::Unverifiable,
+            }
+        }
+        None => ResumeCheck::Gone(format!(
+            "segment {} that the receiver is filling (resume position {}) is no longer in {}",
+            seg.name,
+            req.durable_pos,
+            t.dir().display()
+        )),
+    }
+}
+
+fn view_for<'a>(segs: &'a [SegmentInfo], cursor: &Cursor) -> Option<SegmentView<'a>> {
+    let s = match cursor {
+        Cursor::In(name) => segs.iter().find(|s| &s.name == name),
+        Cursor::After { after: None, .. } => segs.first(),
+        Cursor::After { after: Some(a), .. } => segs.iter().find(|s| &s.name > a),
+    }?;
+    Some(SegmentView { name: &s.name, start: s.start, end: s.end(), sealed: s.sealed })
+}
+
+enum Out {
+    Header([u8; frame::HEADER_LEN], bytes::Bytes),
+    Whole(bytes::Bytes),
+}
+
+fn next_out(shared: &Shared, core: &mut SenderSession) -> Result<Option<(Out, u64)>, Failure> {
+    let now = Instant::now();
+    let mut t = lock(&shared.tailer);
+    let tr = {
+        let view = view_for(t.segments(), core.cursor());
+        core.poll_transmit(view, now)?
+    };
+    Ok(match tr {
+        None => None,
+        Some(Transmit::SegmentStart { name, pos, timestamp_us }) => {
+            Some((Out::Whole(frame::encode_segment_start(pos, timestamp_us, &name)), 0))
+        }
+        Some(Transmit::SegmentEnd { pos, timestamp_us }) => {
+            Some((Out::Whole(frame::encode_segment_end(pos, timestamp_us)), 0))
+        }
+        Some(Transmit::Data { pos, len, timestamp_us }) => {
+            let payload = t.read(pos, len as usize)?;
+            if payload.len() != len as usize {
+                return Err(Failure::Closed(format!(
+                    "source returned {} bytes at position {pos}, expected {len}",
+                    payload.len()
+                )));
+            }
+            let header = frame::encode_header(pos, timestamp_us, &payload);
+            Some((Out::Header(header, payload), u64::from(len)))
+        }
+    })
+}
+
+async fn stream(
+    shared: &Shared,
+    idx: usize,
+    conn: &walship_net::Connection,
+    mut core: SenderSession,
+    ctl_tx: ControlSend,
+    mut ctl_rx: walship_net::ControlRecv,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let mut data = walship_net::data::open(conn).await?;
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            let m = ctl_rx.recv().await;
+            let end = !matches!(m, Ok(Some(_)));
+            if ack_tx.send(m).is_err() || end {
+                return;
+            }
+        }
+    });
+    let _abort = AbortOnDrop(reader);
+    let mut end_rx = shared.end.subscribe();
+    let mut frames = 0u64;
+    let mut bytes = 0u64;
+    let mut last_publish = Instant::now();
+    loop {
+        // Acks first: they open the window.
+        let mut acked = false;
+        while let Ok(m) = ack_rx.try_recv() {
+            handle_ack(&mut core, m, conn)?;
+            acked = true;
+        }
+        if acked {
+            publish(shared, idx, &core, frames, bytes);
+            shared.release();
+            last_publish = Instant::now();
+        }
+        match next_out(shared, &mut core)? {
+            Some((out, n)) => {
+                match out {
+                    Out::Header(h, payload) => data.send_frame(h, payload).await?,
+                    Out::Whole(b) => data.send_bytes(b).await?,
+                }
+                frames += 1;
+                bytes += n;
+                if last_publish.elapsed() > Duration::from_millis(50) {
+                    publish(shared, idx, &core, frames, bytes);
+                    last_publish = Instant::now();
+                }
+            }
+            None => {
+                publish(shared, idx, &core, frames, bytes);
+                end_rx.borrow_and_update();
+                tokio::select! {
+                    m = ack_rx.recv() => match m {
+                        Some(m) => {
+                            handle_ack(&mut core, m, conn)?;
+                            publish(shared, idx, &core, frames, bytes);
+                            shared.release();
+                        }
+                        None => return Err(closed_reason(conn)),
+                    },
+                    _ = end_rx.changed() => {}
+                    _ = shutdown.cancelled() => {
+                        let _ = data.finish();
+                        let _ = ctl_tx.finish().await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn handle_ack(
+    core: &mut SenderSession,
+    m: Result<Option<Msg>, NetError>,
+    conn: &walship_net::Connection,
+) -> Result<(), Failure> {
+    match m {
+        Ok(Some(m)) => {
+            core.handle_control(m, Instant::now())?;
+            Ok(())
+        }
+        Ok(None) => Err(closed_reason(conn)),
+        Err(e) => match conn.close_reason() {
+            Some(_) => Err(closed_reason(conn)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+fn publish(shared: &Shared, idx: usize, core: &SenderSession, frames: u64, bytes: u64) {
+    let p = core.positions();
+    shared.update(idx, |r| {
+        r.sent = p.sent;
+        r.written = p.written;
+        r.flushed = p.flushed;
+        r.applied = p.applied;
+        r.frames_sent = r.frames_sent.max(frames);
+        r.bytes_sent = bytes;
+    });
+}
+
+fn closed_reason(conn: &walship_net::Connection) -> Failure {
+    match conn.close_reason() {
+        Some(e) => match close::peer_close(&e) {
+            Some((_, reason)) => Failure::Closed(format!("receiver closed the connection: {reason}")),
+            None => Failure::Closed(format!("connection lost: {e}")),
+        },
+        None => Failure::Closed("receiver closed the control stream".into()),
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

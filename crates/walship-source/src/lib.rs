@@ -1,0 +1,20 @@
+//! walship-source: reading WAL where the database writes it.
+//!
+//! * [`Tailer`] follows the segment files of a WAL directory (the raw format:
+//!   positions are offsets in the concatenation of the segments in name
+//!   order; see the [`tailer`] module) and hands out their bytes as zero-copy
+//!   [`bytes::Bytes`] slices of read-only memory maps.
+//! * [`Watcher`] tells when the directory may have changed (inotify through
+//!   the `notify` crate, with a polling safety net and fallback).
+//!
+//! The PostgreSQL format (LSN positions, page and record validation) will sit
+//! on top of the same tailer.
+mod error;
+mod list;
+mod map;
+pub mod tailer;
+mod watch;
+
+pub use error::SourceError;
+pub use tailer::{SegmentInfo, Tailer, TailerConfig};
+pub use watch::Watcher;

@@ -1,0 +1,145 @@
+//! Change notification: how fast growth is noticed, and the polling fallback.
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use walship_core::Position;
+use walship_source::{Tailer, TailerConfig, Watcher};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const LONG: Duration = Duration::from_secs(3600);
+
+/// From a writer's `write()` returning to `refresh()` seeing the new length, through inotify.
+#[tokio::test]
+async fn growth_is_noticed_within_a_millisecond() -> Result {
+    const WRITES: usize = 200;
+    const CHUNK: usize = 128;
+    let d = tempfile::tempdir()?;
+    let path = d.path().join("000000010000000000000001");
+    fs::write(&path, b"")?;
+    let mut tailer = Tailer::open(d.path(), TailerConfig::default())?;
+    // A poll interval far longer than the test: only file events can wake us.
+    let watcher = Watcher::new(d.path(), LONG, LONG)?;
+    assert!(!watcher.is_polling_only(), "inotify is expected to work here");
+
+    // Lock-step: the writer waits for the go, lets the test park in `changed()`, writes once
+    // and reports when write() returned.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().append(true).open(&path)?;
+        let chunk = [0x5au8; CHUNK];
+        while go_rx.recv().is_ok() {
+            std::thread::sleep(Duration::from_micros(500));
+            f.write_all(&chunk)?;
+            let returned = Instant::now();
+            if done_tx.send(returned).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+
+    let mut delays = Vec::with_capacity(WRITES);
+    let run = async {
+        for i in 1..=WRITES {
+            go_tx.send(())?;
+            let want = Position((i * CHUNK) as u64);
+            while tailer.end() < want {
+                watcher.changed().await;
+                tailer.refresh()?;
+            }
+            let seen = Instant::now();
+            let written = done_rx.recv().await.ok_or("writer stopped")?;
+            // The event is raised inside write(), so detection can beat the writer's clock read.
+            delays.push(seen.saturating_duration_since(written));
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    tokio::time::timeout(Duration::from_secs(60), run).await??;
+    drop(go_tx);
+    writer.join().map_err(|_| "writer panicked")??;
+
+    delays.sort();
+    let pct = |p: usize| delays[(delays.len() - 1) * p / 100];
+    println!(
+        "growth detection delay (write() return -> refresh() sees it), {} writes: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        pct(50),
+        pct(90),
+        pct(99),
+        pct(100)
+    );
+    assert!(pct(50) < Duration::from_millis(50), "median detection delay {:?}", pct(50));
+    assert!(watcher.last_event().is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn polling_finds_growth_without_events() -> Result {
+    let d = tempfile::tempdir()?;
+    let path = d.path().join("seg1");
+    fs::write(&path, b"abc")?;
+    let mut tailer = Tailer::open(d.path(), TailerConfig::default())?;
+    let watcher = Watcher::polling_only(d.path(), Duration::from_millis(20))?;
+    assert!(watcher.is_polling_only());
+
+    // A tick comes even when nothing happens.
+    let t0 = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await?;
+    assert!(t0.elapsed() >= Duration::from_millis(15), "woke after {:?}", t0.elapsed());
+
+    OpenOptions::new().append(true).open(&path)?.write_all(b"defg")?;
+    let found = async {
+        loop {
+            watcher.changed().await;
+            if tailer.refresh()? {
+                return Ok::<_, walship_source::SourceError>(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), found).await??;
+    assert_eq!(tailer.end(), Position(7));
+    assert_eq!(watcher.last_event(), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_while_nobody_waits_is_not_lost() -> Result {
+    let d = tempfile::tempdir()?;
+    let watcher = Watcher::new(d.path(), LONG, LONG)?;
+    assert!(!watcher.is_polling_only());
+    // A cancelled wait must not eat the next event.
+    assert!(tokio::time::timeout(Duration::from_millis(20), watcher.changed()).await.is_err());
+    fs::write(d.path().join("seg1"), b"x")?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reading_a_segment_does_not_wake_the_watcher() -> Result {
+    let d = tempfile::tempdir()?;
+    let path = d.path().join("seg1");
+    fs::write(&path, b"some bytes")?;
+    let watcher = Watcher::new(d.path(), LONG, LONG)?;
+    // Drain whatever the setup raised.
+    while tokio::time::timeout(Duration::from_millis(50), watcher.changed()).await.is_ok() {}
+    let mut buf = Vec::new();
+    fs::File::open(&path)?.read_to_end(&mut buf)?;
+    let mut tailer = Tailer::open(d.path(), TailerConfig::default())?;
+    tailer.read(Position(0), 4)?;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), watcher.changed()).await.is_err(),
+        "opening or reading a segment must not look like a change"
+    );
+    Ok(())
+}
+
+#[test]
+fn watching_a_missing_directory_is_an_error() {
+    let missing = std::path::Path::new("/nonexistent/walship/wal");
+    assert!(Watcher::new(missing, LONG, LONG).is_err());
+    assert!(Watcher::polling_only(missing, LONG).is_err());
+}

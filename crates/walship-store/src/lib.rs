@@ -1,0 +1,42 @@
+//! walship-store: the receiver's mirror directory.
+//!
+//! A [`Mirror`] is a synchronous store owned by one thread: it writes the
+//! stream's bytes at their positions into `NAME.partial` segment files,
+//! batches fdatasync, renames complete segments to their final names, and
+//! keeps its durable state in an atomically replaced, checksummed control file
+//! ([`control`]). Opening a mirror recovers a torn tail with the named policy
+//! "discard past durable" ([`Mirror::open`]). [`verify()`] compares a
+//! mirror byte for byte with the source WAL directory.
+//!
+//! Directory layout:
+//! ```text
+//! MIRROR/
+//!   walship.control          control file (identity, epoch, durable position, segment table)
+//!   walship.control.tmp      only while the control file is being replaced
+//!   000000010000000000000001 complete segment
+//!   000000010000000000000002.partial  segment in progress
+//! ```
+pub mod control;
+mod error;
+mod fsio;
+mod mirror;
+mod recovery;
+mod types;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use control::{ControlState, SegmentRecord};
+pub use error::StoreError;
+pub use mirror::Mirror;
+pub use recovery::RecoveryReport;
+pub use types::{Identity, ResumePoint, ResumeSegment};
+pub use verify::{SegmentReport, SegmentStatus, VerifyReport, verify};
+
+/// The receiver runtime moves the mirror onto its own thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Mirror>();
+    send::<StoreError>();
+};

@@ -1,0 +1,280 @@
+//! Opening a mirror and recovering its torn tail.
+//!
+//! # Policy: "discard past durable"
+//!
+//! The control file's `durable_pos` is the truth. Bytes past it may be in the
+//! segment files (written, maybe even synced, but never recorded); they are
+//! discarded, and the sender resends them from the durable position. Nothing
+//! at or below the durable position is ever changed; if those bytes are
+//! missing the mirror refuses to open ([`StoreError::Inconsistent`]) instead
+//! of guessing.
+//!
+//! Steps, in order:
+//! 1. A leftover `walship.control.tmp` (crash while replacing the control
+//!    file) is removed.
+//! 2. The control file is loaded and checked. If there is none, the mirror is
+//!    empty — unless the directory holds segment files, which is refused
+//!    ([`StoreError::MissingControl`]).
+//! 3. For the current (incomplete) segment: if only the final `NAME` exists
+//!    (crash between the rename and the control update), it is renamed back to
+//!    `NAME.partial`; the sender will re-complete it. The `.partial` is then cut
+//!    back to `durable_pos - start` bytes (raw format) or zeroed past that
+//!    point while keeping its full size (fixed-size segments).
+//! 4. Every other `*.partial` (a segment started after the last control
+//!    update) is removed.
+//!
+//! Afterwards the written position equals the durable position.
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
+use std::path::Path;
+
+use walship_core::{Position, SegmentName};
+
+use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, control_path};
+use crate::fsio::{crc_range, end_of_nonzero, failpoint, rename, set_len, sync_data, sync_dir, zero_range};
+use crate::mirror::{Current, Seg};
+use crate::{Mirror, StoreError};
+
+/// What recovery found and did, for logging.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The durable position the mirror resumes from.
+    pub durable_pos: Position,
+    /// Bytes past the durable position that were thrown away (for fixed-size
+    /// segments: the zeroed span up to the last non-zero byte).
+    pub discarded_bytes: u64,
+    /// Every change made to the directory, in order, as sentences.
+    pub actions: Vec<String>,
+}
+
+impl Mirror {
+    /// Opens the mirror in `dir` (creating the directory if missing) and
+    /// recovers it with the "discard past durable" policy (see the module docs).
+    pub fn open(dir: &Path) -> Result<(Mirror, RecoveryReport), StoreError> {
+        fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        let mut report = RecoveryReport::default();
+        let mut dir_changed = false;
+
+        let tmp = dir.join(CONTROL_TMP);
+        match fs::remove_file(&tmp) {
+            Ok(()) => {
+                report.actions.push(format!("removed leftover {CONTROL_TMP}"));
+                dir_changed = true;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove", tmp)(e)),
+        }
+
+        let state = match control::load(dir)? {
+            Some(s) => s,
+            None => {
+                refuse_segments_without_control(dir)?;
+                ControlState::empty()
+            }
+        };
+        let (segments, durable) = parse_table(&state, &control_path(dir))?;
+        let size = state.identity.as_ref().map_or(0, |i| i.segment_size);
+
+        let current = match segments.last() {
+            Some(seg) if seg.end.is_none() => {
+                Some(recover_current(dir, seg, durable, size, &mut report, &mut dir_changed)?)
+            }
+            _ => None,
+        };
+        let keep = current.as_ref().map(|c| c.path.clone());
+
+        for entry in fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+            let entry = entry.map_err(StoreError::io("list", dir))?;
+            let path = entry.path();
+            let is_partial = entry.file_name().to_str().is_some_and(|n| n.ends_with(".partial"));
+            if !is_partial || keep.as_ref() == Some(&path) {
+                continue;
+            }
+            let len = entry.metadata().map(|m| m.len()).map_err(StoreError::io("stat", &path))?;
+            failpoint("remove").map_err(StoreError::io("remove", &path))?;
+            fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+            report.discarded_bytes += len;
+            report.actions.push(format!("removed {} ({len} bytes): not in the control file", path.display()));
+            dir_changed = true;
+        }
+        if dir_changed {
+            sync_dir(dir)?;
+        }
+
+        report.durable_pos = durable;
+        let mirror = Mirror {
+            dir: dir.to_path_buf(),
+            identity: state.identity,
+            epoch: state.epoch,
+            segments,
+            current,
+            written: durable,
+            durable,
+            dirty: false,
+            poisoned: None,
+        };
+        Ok((mirror, report))
+    }
+}
+
+/// With no control file, any segment-like file means positions are unknown.
+pub(crate) fn refuse_segments_without_control(dir: &Path) -> Result<(), StoreError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        let is_file = entry.file_type().map_err(StoreError::io("stat", entry.path()))?.is_file();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_file && !name.starts_with('.') {
+            found.push(name);
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    let more = found.len().saturating_sub(5);
+    found.truncate(5);
+    let mut files = found.join(", ");
+    if more > 0 {
+        files.push_str(&format!(" and {more} more"));
+    }
+    Err(StoreError::MissingControl { dir: dir.to_path_buf(), files })
+}
+
+/// Parses the control file's table into typed records and checks that it is
+/// one the mirror could have written.
+pub(crate) fn parse_table(state: &ControlState, path: &Path) -> Result<(Vec<Seg>, Position), StoreError> {
+    let corrupt = |reason: String| StoreError::CorruptControl { path: path.to_path_buf(), reason };
+    let size = state.identity.as_ref().map_or(0, |i| i.segment_size);
+    if state.identity.is_none() && !state.segments.is_empty() {
+        return Err(corrupt("segments recorded but no source identity".into()));
+    }
+    let mut segments: Vec<Seg> = Vec::with_capacity(state.segments.len());
+    let mut names = HashSet::new();
+    for (i, r) in state.segments.iter().enumerate() {
+        let name = SegmentName::new(&r.name)
+            .map_err(|e| corrupt(format!("segment table entry {i} has an invalid name: {e}")))?;
+        if r.name == CONTROL_FILE || r.name == CONTROL_TMP || !names.insert(r.name.clone()) {
+            return Err(corrupt(format!("segment table entry {i}: name {:?} is reserved or repeated", r.name)));
+        }
+        if let Some(prev) = segments.last() {
+            if prev.end != Some(Position(r.start)) {
+                return Err(corrupt(format!(
+                    "segment {} starts at position {} but the previous one, {}, ends at {:?}",
+                    r.name, r.start, prev.name, prev.end
+                )));
+            }
+        }
+        if let Some(end) = r.end {
+            if end < r.start || (size > 0 && end - r.start != size) || r.crc32.is_none() {
+                return Err(corrupt(format!(
+                    "complete segment {} has a bad extent {}..{end} or no crc",
+                    r.name, r.start
+                )));
+            }
+        }
+        segments.push(Seg { name, start: Position(r.start), end: r.end.map(Position), crc32: r.crc32 });
+    }
+    let durable = Position(state.durable_pos);
+    if let Some(last) = segments.last() {
+        let ok = match last.end {
+            Some(end) => durable == end,
+            None => durable >= last.start && (size == 0 || durable.since(last.start) <= size),
+        };
+        if !ok {
+            return Err(corrupt(format!("durable position {durable} does not fall in the last segment {}", last.name)));
+        }
+    }
+    Ok((segments, durable))
+}
+
+/// Brings the current segment's `.partial` back to exactly the durable point.
+fn recover_current(
+    dir: &Path,
+    seg: &Seg,
+    durable: Position,
+    size: u64,
+    report: &mut RecoveryReport,
+    dir_changed: &mut bool,
+) -> Result<Current, StoreError> {
+    let path = dir.join(seg.name.partial_name());
+    let final_path = dir.join(seg.name.as_str());
+    match (exists(&path)?, exists(&final_path)?) {
+        (true, false) => {}
+        (false, true) => {
+            rename(&final_path, &path)?;
+            *dir_changed = true;
+            report.actions.push(format!(
+                "renamed {} back to {}: it was completed but the control file was not updated",
+                final_path.display(),
+                path.display()
+            ));
+        }
+        (true, true) => {
+            return Err(StoreError::Inconsistent {
+                path: final_path,
+                reason: format!("both it and {} exist for the current segment", seg.name.partial_name()),
+            });
+        }
+        (false, false) => {
+            return Err(StoreError::Inconsistent {
+                path,
+                reason: format!(
+                    "missing, but the control file records it as the current segment (durable position {durable})"
+                ),
+            });
+        }
+    }
+    failpoint("open").map_err(StoreError::io("open", &path))?;
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(StoreError::io("open", &path))?;
+    let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+    let keep = durable.since(seg.start);
+    if len < keep {
+        return Err(StoreError::Inconsistent {
+            path,
+            reason: format!("{len} bytes long but the durable position {durable} needs {keep} bytes"),
+        });
+    }
+    let mut changed = false;
+    if size > 0 {
+        let dirty_end = end_of_nonzero(&file, &path, keep, len)?;
+        if dirty_end > keep {
+            zero_range(&file, &path, keep, dirty_end)?;
+            report.discarded_bytes += dirty_end - keep;
+            report.actions.push(format!(
+                "zeroed {} bytes of {} past the durable position {durable}",
+                dirty_end - keep,
+                path.display()
+            ));
+            changed = true;
+        }
+        if len != size {
+            set_len(&file, &path, size)?;
+            report.actions.push(format!("resized {} from {len} to the segment size {size}", path.display()));
+            changed = true;
+        }
+    } else if len > keep {
+        set_len(&file, &path, keep)?;
+        report.discarded_bytes += len - keep;
+        report.actions.push(format!(
+            "truncated {} from {len} to {keep} bytes: discarded {} bytes past the durable position {durable}",
+            path.display(),
+            len - keep
+        ));
+        changed = true;
+    }
+    if changed {
+        sync_data(&file, &path)?;
+    }
+    let hasher = crc_range(&file, &path, 0, keep)?;
+    Ok(Current { path, file, durable_hasher: hasher.clone(), hasher })
+}
+
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io("stat", path)(e)),
+    }
+}
