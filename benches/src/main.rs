@@ -1,1 +1,208 @@
-fn main() {}
+//! The comparative benchmark harness.
+//!
+//! ```text
+//! cargo run --release -p walship-bench -- ship [--bytes 2GiB] [--dir /dev/shm/X] [--disk-dir DIR]
+//!     [--frame 256KiB] [--inflight 64MiB] [--only a,b,c,d] [--verify]
+//! ```
+//!
+//! One run measures, over the same pre-written raw WAL (16 MiB segments on
+//! tmpfs):
+//!
+//! | case | what | bar |
+//! |---|---|---|
+//! | a | walship, mirror on tmpfs | ≥ 0.8 × b |
+//! | b | bare quinn, one uni stream, same endpoints/TLS/transport, discard | |
+//! | c | walship, mirror on disk (real fsync) | ≥ 0.8 × d |
+//! | d | plain write + fdatasync loop on that disk, the receiver's flush policy | |
+//!
+//! It prints a table and writes `target/bench-report/ship.json`.
+mod bare;
+mod data;
+mod disk;
+mod report;
+mod rss;
+mod ship;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::data::{ScratchDir, existing_ancestor, require_space};
+use crate::report::Report;
+
+#[derive(Debug, Parser)]
+#[command(name = "walship-bench", about = "walship benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Ship a backlog: walship vs bare quinn (tmpfs), walship vs write+fdatasync (disk).
+    Ship(ShipArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShipArgs {
+    /// Bytes of WAL to ship (KiB/MiB/GiB or KB/MB/GB suffixes).
+    #[arg(long, default_value = "2GiB", value_parser = data::parse_size)]
+    bytes: u64,
+    /// Directory on tmpfs for the source and the tmpfs mirror (a fresh
+    /// `walship-bench-PID` inside it is created and removed).
+    #[arg(long, default_value = "/dev/shm")]
+    dir: PathBuf,
+    /// Directory on the disk for cases c and d (default: target/bench-tmp;
+    /// a fresh `walship-bench-PID` inside it is created and removed).
+    #[arg(long)]
+    disk_dir: Option<PathBuf>,
+    /// Largest frame payload the sender cuts.
+    #[arg(long, default_value = "256KiB", value_parser = data::parse_size)]
+    frame: u64,
+    /// Bytes the sender may have unacknowledged.
+    #[arg(long, default_value = "64MiB", value_parser = data::parse_size)]
+    inflight: u64,
+    /// Cases to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    only: Vec<Case>,
+    /// Compare each mirror with the source afterwards (not timed).
+    #[arg(long)]
+    verify: bool,
+    /// Where to write the JSON report [default: target/bench-report/ship.json].
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Give up on a case after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Case {
+    A,
+    B,
+    C,
+    D,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALSHIP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Ship(a) => rt.block_on(ship(a)),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ship(a: ShipArgs) -> Result<()> {
+    if a.bytes == 0 {
+        bail!("--bytes must be more than 0");
+    }
+    let max_frame = u32::try_from(a.frame).context("--frame is too large")?;
+    let pid = std::process::id();
+    let shm_dir = a.dir.join(format!("walship-bench-{pid}"));
+    let disk_dir = a
+        .disk_dir
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/bench-tmp"))
+        .join(format!("walship-bench-{pid}"));
+    let run = |c: Case| a.only.contains(&c);
+    let on_disk = run(Case::C) || run(Case::D);
+    // Space: the source always, plus a tmpfs mirror for a; one copy on the disk for c or d
+    // (each case cleans up before the next). 64 MiB of slack for control files and metadata.
+    let slack = 64 << 20;
+    let shm_need = a.bytes * if run(Case::A) { 2 } else { 1 } + slack;
+    require_space(&existing_ancestor(&shm_dir), shm_need, "the source and the tmpfs mirror")?;
+    if on_disk {
+        require_space(&existing_ancestor(&disk_dir), a.bytes + slack, "the on-disk mirror")?;
+    }
+
+    let root = ScratchDir::create(shm_dir)?;
+    let source = root.path().join("wal");
+    std::fs::create_dir(&source)?;
+    let certs = walship_net::certs::ephemeral(&root.path().join("certs")).context("creating certificates")?;
+    let mut report = Report::new(a.bytes, max_frame, a.inflight, root.path(), &disk_dir);
+    println!(
+        "walship-bench ship: {:.2} GiB as {} segments of 16 MiB in {}, frame {} KiB, in-flight {} MiB",
+        a.bytes as f64 / (1u64 << 30) as f64,
+        data::segments(a.bytes).len(),
+        source.display(),
+        a.frame >> 10,
+        a.inflight >> 20
+    );
+    let t = std::time::Instant::now();
+    data::write_source(&source, a.bytes)?;
+    println!("source written in {:.1} s", t.elapsed().as_secs_f64());
+    let timeout = Duration::from_secs(a.timeout_secs);
+    let params = ship::ShipParams {
+        source: &source,
+        certs: &certs,
+        total: a.bytes,
+        max_frame,
+        max_inflight: a.inflight,
+        timeout,
+        verify: a.verify,
+    };
+
+    if run(Case::A) {
+        let mirror = ScratchDir::create(root.path().join("mirror"))?;
+        let r = ship::run(&params, &mirror.path().join("m")).await.context("case a (walship, tmpfs)")?;
+        report.case_done("a", &r);
+        report.a = Some(r);
+    }
+    if run(Case::B) {
+        let r = bare::run(&source, &certs, a.bytes, max_frame as usize, timeout).await.context("case b (quinn)")?;
+        report.case_done("b", &r);
+        report.b = Some(r);
+    }
+    if run(Case::C) {
+        let mirror = ScratchDir::create(disk_dir.join("mirror"))?;
+        let r = ship::run(&params, &mirror.path().join("m")).await.context("case c (walship, disk)")?;
+        report.case_done("c", &r);
+        report.c = Some(r);
+    }
+    if run(Case::D) {
+        let out = ScratchDir::create(disk_dir.join("plain"))?;
+        let (src, dst, total) = (source.clone(), out.path().to_path_buf(), a.bytes);
+        let r = tokio::task::spawn_blocking(move || disk::run(&src, &dst, total))
+            .await
+            .context("case d task")?
+            .context("case d (write + fdatasync)")?;
+        report.case_done("d", &r);
+        report.d = Some(r);
+    }
+    if on_disk {
+        // The cases removed their contents; this removes the per-run directory.
+        let _ = std::fs::remove_dir(&disk_dir);
+    }
+    report.print();
+    let path = a.report.clone().unwrap_or_else(|| workspace_root().join("target/bench-report/ship.json"));
+    report.write(&path)?;
+    println!("report written to {}", path.display());
+    Ok(())
+}

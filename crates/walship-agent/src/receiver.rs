@@ -164,7 +164,13 @@ impl Receiver {
         let _ = self.shared.slot.lock().await.take();
         self.endpoint.close(close::SHUTDOWN, b"shutdown");
         self.endpoint.wait_idle().await;
-        info!("receiver stopped");
+        let st = lock(&self.shared.stats);
+        info!(
+            sessions = st.sessions_accepted,
+            bytes_received = st.bytes_received,
+            flushed_pos = %st.flushed_pos,
+            "receiver stopped"
+        );
         Ok(())
     }
 }
@@ -313,6 +319,7 @@ async fn session(shared: &Arc<Shared>, conn: &Connection, shutdown: Cancellation
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let policy = opts.flush;
     let store = tokio::task::spawn_blocking(move || store_thread::run(mirror, op_rx, ev_tx, policy));
+    let before = lock(&shared.stats).bytes_received;
     let result = stream(shared, conn, core, &mut ctl_tx, &mut ctl_rx, op_tx, ev_rx, &token).await;
     // The store thread flushes what was written and hands the mirror back.
     match store.await {
@@ -321,6 +328,13 @@ async fn session(shared: &Arc<Shared>, conn: &Connection, shutdown: Cancellation
             st.written_pos = m.written_pos();
             st.flushed_pos = m.durable_pos();
             st.connected = false;
+            info!(
+                epoch,
+                resume_pos = %resume.durable_pos,
+                bytes_received = st.bytes_received - before,
+                flushed_pos = %st.flushed_pos,
+                "session closed"
+            );
             *slot = Some(m);
         }
         Err(e) => error!("store thread panicked: {e}"),

@@ -72,7 +72,13 @@ async fn session(
     conn: &walship_net::Connection,
     shutdown: &CancellationToken,
 ) -> Result<bool, (bool, Failure)> {
-    let early = |e: Failure| (false, e);
+    // When the receiver closed the connection, its close reason says why
+    // (e.g. "refused: mirror holds source ..."); prefer it to the bare
+    // stream error that the close caused.
+    let early = |e: Failure| match (&e, conn.close_reason()) {
+        (Failure::Net(_), Some(_)) => (false, closed_reason(conn)),
+        _ => (false, e),
+    };
     let (mut ctl_tx, mut ctl_rx) = walship_net::control::open(conn).await.map_err(|e| early(e.into()))?;
     let mut core = SenderSession::new(core_config(&shared.opts), shared.base);
     while let Some(m) = core.poll_control() {
@@ -117,7 +123,12 @@ async fn session(
         r.flushed = r.flushed.max(resume_pos);
         r.applied = r.applied.max(resume_pos);
     });
-    stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| (true, e))
+    stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| {
+        match (&e, conn.close_reason()) {
+            (Failure::Net(_), Some(_)) => (true, closed_reason(conn)),
+            _ => (true, e),
+        }
+    })
 }
 
 /// Checks the mirror's resume point against the source and re-anchors the

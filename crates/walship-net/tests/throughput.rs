@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo test -p walship-net --release --test throughput -- --ignored --nocapture
-//! WALSHIP_PROBE_MTU=9000 WALSHIP_PROBE_MIB=1024 cargo test ... # MTU upper bound, size
+//! WALSHIP_PROBE_MTU=65000 WALSHIP_PROBE_MIB=1024 cargo test ... # MTU upper bound, size
+//! (also WALSHIP_PROBE_INITIAL_MTU, WALSHIP_PROBE_GSO=true|false)
 //! ```
 #![allow(clippy::unwrap_used)]
 
@@ -28,7 +29,7 @@ async fn one_stream_throughput() {
     let mib: usize = env("WALSHIP_PROBE_MIB", 1024);
     let mtu: u16 = env("WALSHIP_PROBE_MTU", tls::DEFAULT_MTU_UPPER_BOUND);
     let initial_mtu: u16 = env("WALSHIP_PROBE_INITIAL_MTU", 1200);
-    let gso: bool = env("WALSHIP_PROBE_GSO", true);
+    let gso: bool = env("WALSHIP_PROBE_GSO", mtu <= tls::MAX_GSO_MTU);
     let frames = (mib << 20) / FRAME;
 
     let transport = || {

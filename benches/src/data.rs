@@ -1,0 +1,162 @@
+//! Test data and scratch space: sizes, free-space checks, the pre-written
+//! raw WAL and directories that remove themselves.
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Size of one raw WAL segment file.
+pub const SEGMENT: u64 = 16 << 20;
+
+/// Parses `2GiB`, `512MiB`, `64KiB`, `1G`, `100MB`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number followed by an optional unit"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Bytes available to an unprivileged writer on the file system of `dir`.
+#[allow(unsafe_code)]
+pub fn free_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).context("path with a NUL byte")?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable
+    // memory of the right type; statvfs only writes into it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", dir.display()));
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuses to start when `dir`'s file system has less than `need` bytes free.
+pub fn require_space(dir: &Path, need: u64, what: &str) -> Result<()> {
+    let free = free_bytes(dir)?;
+    if free < need {
+        bail!(
+            "not enough space in {} for {what}: need {:.2} GiB, {:.2} GiB free \
+             (use a smaller --bytes, or another --dir / --disk-dir)",
+            dir.display(),
+            need as f64 / (1u64 << 30) as f64,
+            free as f64 / (1u64 << 30) as f64,
+        );
+    }
+    Ok(())
+}
+
+/// The nearest existing ancestor of `p` (for free-space checks before it exists).
+pub fn existing_ancestor(p: &Path) -> PathBuf {
+    let mut cur = p.to_path_buf();
+    while !cur.exists() {
+        match cur.parent() {
+            Some(parent) => cur = parent.to_path_buf(),
+            None => return PathBuf::from("/"),
+        }
+    }
+    cur
+}
+
+/// A directory created fresh and removed (with its contents) on drop.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `path`, refusing to reuse one that already exists.
+    pub fn create(path: PathBuf) -> Result<ScratchDir> {
+        if path.exists() {
+            bail!("{} already exists; remove it or pick another directory", path.display());
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("warning: could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// The raw segment file names of a source holding `total` bytes, in order,
+/// with their lengths.
+pub fn segments(total: u64) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut left = total;
+    let mut n = 0u32;
+    while left > 0 {
+        let len = left.min(SEGMENT);
+        out.push((format!("{n:08}.wal"), len));
+        left -= len;
+        n += 1;
+    }
+    out
+}
+
+/// Writes `total` bytes of pseudo-random raw WAL as [`SEGMENT`]-sized files
+/// into `dir`. No fsync: the source only has to be readable, and it lives
+/// on tmpfs.
+pub fn write_source(dir: &Path, total: u64) -> Result<()> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut buf = vec![0u8; 1 << 20];
+    for (name, len) in segments(total) {
+        let path = dir.join(name);
+        let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut left = len;
+        while left > 0 {
+            for word in buf.chunks_exact_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes());
+            }
+            let k = left.min(buf.len() as u64) as usize;
+            f.write_all(&buf[..k]).with_context(|| format!("writing {}", path.display()))?;
+            left -= k as u64;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
+    }
+
+    #[test]
+    fn segment_split() {
+        let s = segments(SEGMENT * 2 + 5);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[2], ("00000002.wal".to_string(), 5));
+    }
+}

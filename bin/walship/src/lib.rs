@@ -1,0 +1,178 @@
+//! The `walship` command, as a library so that end-to-end tests can build
+//! the very same program as a binary of their own (see `tests/`).
+pub mod cli;
+mod demo;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+use walship_agent::store_thread::FlushPolicy;
+use walship_agent::{Receiver, ReceiverOptions, Sender, SenderOptions, Target};
+use walship_net::TlsFiles;
+
+use crate::cli::{CertCmd, Cli, Command};
+
+/// Runs the command line in `std::env::args` and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let r = match cli.cmd {
+        Command::Cert(CertCmd::Init(a)) => cert_init(a),
+        Command::Receive(a) => runtime().and_then(|rt| rt.block_on(receive(a))),
+        Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(a))),
+        Command::Verify(a) => return verify(a),
+        Command::Demo(a) => {
+            return runtime().and_then(|rt| rt.block_on(demo::run(a))).unwrap_or_else(|e| {
+                error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            });
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+fn tls(a: &cli::TlsArgs) -> TlsFiles {
+    TlsFiles { ca: a.ca.clone(), cert: a.cert.clone(), key: a.key.clone() }
+}
+
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn cert_init(a: cli::CertInitArgs) -> Result<()> {
+    let paths = walship_net::certs::init(&a.dir, &a.names, a.force)
+        .with_context(|| format!("creating certificates in {}", a.dir.display()))?;
+    println!("wrote CA, server and client certificates to {}", a.dir.display());
+    println!(
+        "  receiver: --ca {} --cert {} --key {}",
+        paths.ca_cert.display(),
+        paths.server_cert.display(),
+        paths.server_key.display()
+    );
+    println!(
+        "  sender:   --ca {} --cert {} --key {}",
+        paths.ca_cert.display(),
+        paths.client_cert.display(),
+        paths.client_key.display()
+    );
+    Ok(())
+}
+
+async fn receive(a: cli::ReceiveArgs) -> Result<()> {
+    let opts = ReceiverOptions {
+        listen: a.listen,
+        dir: a.dir.clone(),
+        tls: tls(&a.tls),
+        name: a.name.unwrap_or_else(hostname),
+        max_payload: a.max_frame,
+        flush: FlushPolicy { interval: a.flush_interval, max_unflushed: a.flush_bytes },
+    };
+    let receiver = Receiver::bind(opts).with_context(|| format!("starting the receiver for {}", a.dir.display()))?;
+    receiver.run(shutdown_on_signal()).await.context("receiver failed")
+}
+
+/// Splits `HOST:PORT` (or `[v6]:PORT`) and resolves it.
+pub(crate) fn parse_target(to: &str, server_name: Option<&str>) -> Result<Target> {
+    let (host, _port) =
+        to.rsplit_once(':').with_context(|| format!("invalid receiver address {to:?}: expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("invalid receiver address {to:?}: the host is empty");
+    }
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(to)
+        .with_context(|| format!("cannot resolve receiver address {to:?}"))?
+        .next()
+        .with_context(|| format!("receiver address {to:?} resolves to nothing"))?;
+    Ok(Target { addr, server_name: server_name.unwrap_or(host).to_string(), label: to.to_string() })
+}
+
+async fn send(a: cli::SendArgs) -> Result<()> {
+    let targets = a.to.iter().map(|t| parse_target(t, a.server_name.as_deref())).collect::<Result<Vec<_>>>()?;
+    let source_id = match a.source_id {
+        Some(s) => s,
+        None => {
+            let dir = std::fs::canonicalize(&a.wal_dir).with_context(|| format!("wal dir {}", a.wal_dir.display()))?;
+            format!("raw:{}:{}", hostname(), dir.display())
+        }
+    };
+    let opts = SenderOptions {
+        wal_dir: a.wal_dir.clone(),
+        tailer: walship_source::TailerConfig { pattern: a.pattern },
+        source_id,
+        sender_name: hostname(),
+        targets,
+        tls: tls(&a.tls),
+        max_frame: a.max_frame,
+        max_inflight: a.max_inflight,
+        poll_interval: a.poll_interval,
+        backoff_initial: a.reconnect_min,
+        backoff_max: a.reconnect_max,
+    };
+    let sender = Sender::new(opts).with_context(|| format!("starting the sender for {}", a.wal_dir.display()))?;
+    sender.run(shutdown_on_signal()).await.context("sender failed")
+}
+
+fn verify(a: cli::VerifyArgs) -> ExitCode {
+    match walship_store::verify::verify(&a.wal_dir, &a.mirror) {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("error: verifying {} against {}: {e}", a.mirror.display(), a.wal_dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
