@@ -298,7 +298,10 @@ async fn session(shared: &Arc<Shared>, conn: &Connection, shutdown: Cancellation
         check_start,
         check_crc,
     };
-    ctl_tx.send(receiver::welcome(epoch, &resume, &opts.name)).await.map_err(net_end)?;
+    if let Err(e) = ctl_tx.send(receiver::welcome(epoch, &resume, &opts.name)).await {
+        *slot = Some(mirror);
+        return Err(net_end(e));
+    }
     info!(
         sender = %peer.sender_name,
         source_id = %peer.source_id,

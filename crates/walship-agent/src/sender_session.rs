@@ -274,6 +274,9 @@ async fn stream(
     let mut bytes = 0u64;
     let mut last_publish = Instant::now();
     loop {
+        // Mark the source's end as seen *before* looking for work, so a
+        // change that lands after the look wakes the wait below.
+        end_rx.borrow_and_update();
         // Acks first: they open the window.
         let mut acked = false;
         while let Ok(m) = ack_rx.try_recv() {
@@ -300,7 +303,6 @@ async fn stream(
             }
             None => {
                 publish(shared, idx, &core, frames, bytes);
-                end_rx.borrow_and_update();
                 tokio::select! {
                     m = ack_rx.recv() => match m {
                         Some(m) => {
