@@ -37,6 +37,12 @@ pub struct Env {
     pub mirror: PathBuf,
 }
 
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         let root = tempfile::Builder::new().prefix("walship-e2e-").tempdir().expect("temp dir");
