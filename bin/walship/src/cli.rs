@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Ship write-ahead log segments to remote receivers over QUIC with mutual TLS"
 )]
 pub struct Cli {
+    /// TOML file with defaults for any flag (keys as flags, top level or in a [send]/[receive]/... table).
+    #[arg(long, global = true, env = "WALSHIP_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `walship_agent=debug`.
     #[arg(long, global = true, env = "WALSHIP_LOG", default_value = "info")]
     pub log: String,

@@ -1,6 +1,7 @@
 //! The `walship` command, as a library so that end-to-end tests can build
 //! the very same program as a binary of their own (see `tests/`).
 pub mod cli;
+mod config;
 mod demo;
 
 use std::process::ExitCode;
@@ -17,7 +18,14 @@ use crate::cli::{CertCmd, Cli, Command};
 
 /// Runs the command line in `std::env::args` and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::apply(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_tracing(&cli.log);
     let r = match cli.cmd {
         Command::Cert(CertCmd::Init(a)) => cert_init(a),
