@@ -20,8 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((limit, rest)) = rest.split_first_chunk::<2>() else { return };
     let Some((chunk, stream)) = rest.split_first() else { return };
     // Small limits exercise TooLong; bit 1 picks the product default.
-    let max_payload =
-        if opts & 2 != 0 { frame::DEFAULT_MAX_PAYLOAD } else { u32::from(u16::from_le_bytes(*limit)) };
+    let max_payload = if opts & 2 != 0 { frame::DEFAULT_MAX_PAYLOAD } else { u32::from(u16::from_le_bytes(*limit)) };
     let chunk = usize::from(*chunk).max(1);
     let mut wire = stream.to_vec();
     if opts & 1 != 0 {

@@ -86,10 +86,8 @@ impl CertPaths {
 /// anything if any of the six files exists.
 pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<CertPaths, NetError> {
     let paths = CertPaths::in_dir(dir);
-    if !force {
-        if let Some(p) = paths.all().into_iter().find(|p| p.exists()) {
-            return Err(NetError::Exists { path: p.to_owned() });
-        }
+    if !force && let Some(p) = paths.all().into_iter().find(|p| p.exists()) {
+        return Err(NetError::Exists { path: p.to_owned() });
     }
     // Build everything before writing anything, so a bad name leaves no files.
     let now = OffsetDateTime::now_utc();

@@ -42,6 +42,8 @@ use crate::{Identity, StoreError};
 pub const CONTROL_FILE: &str = "walship.control";
 /// File name of the control file while it is being replaced.
 pub const CONTROL_TMP: &str = "walship.control.tmp";
+/// The lock file that keeps a second process off a mirror in use.
+pub const LOCK_FILE: &str = "walship.lock";
 /// Magic bytes at the start of the control file.
 pub const MAGIC: &[u8; 8] = b"WSCTRL01";
 /// The `version` written by this code.

@@ -48,6 +48,12 @@ pub enum StoreError {
         /// What disagrees.
         reason: String,
     },
+    /// Another process has the mirror open.
+    #[error("mirror {dir} is in use by another process (walship.lock is held)")]
+    Locked {
+        /// The mirror directory.
+        dir: PathBuf,
+    },
     /// A sender of another source tried to use a mirror that is bound to a different one.
     #[error("mirror holds source {mirror:?} but the sender is source {sender:?}")]
     SourceMismatch {

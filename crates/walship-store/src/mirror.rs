@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use walship_core::{Position, SegmentName};
 
-use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, MAX_COMPLETE_RECORDS, SegmentRecord};
+use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, LOCK_FILE, MAX_COMPLETE_RECORDS, SegmentRecord};
 use crate::fsio::{crc_range, failpoint, pwrite_all, rename, set_len, sync_data, sync_dir, zero_range};
 use crate::{Identity, ResumePoint, ResumeSegment, StoreError};
 
@@ -75,6 +75,8 @@ pub struct Mirror {
     /// The segment table changed since the control file was last written.
     pub(crate) dirty: bool,
     pub(crate) poisoned: Option<String>,
+    /// Held (flock) for as long as the mirror is open.
+    pub(crate) _lock: File,
 }
 
 impl Mirror {
@@ -189,7 +191,7 @@ impl Mirror {
         self.check_poisoned()?;
         let Some(id) = &self.identity else { return Err(StoreError::Unbound) };
         let size = id.segment_size;
-        if name.as_str() == CONTROL_FILE || name.as_str() == CONTROL_TMP {
+        if [CONTROL_FILE, CONTROL_TMP, LOCK_FILE].contains(&name.as_str()) {
             return Err(StoreError::ReservedName(name.to_string()));
         }
         if let Some(last) = self.segments.last() {

@@ -53,6 +53,7 @@ impl Mirror {
     /// recovers it with the "discard past durable" policy (see the module docs).
     pub fn open(dir: &Path) -> Result<(Mirror, RecoveryReport), StoreError> {
         fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        let lock = lock_dir(dir)?;
         let mut report = RecoveryReport::default();
         let mut dir_changed = false;
 
@@ -104,6 +105,7 @@ impl Mirror {
 
         report.durable_pos = durable;
         let mirror = Mirror {
+            _lock: lock,
             dir: dir.to_path_buf(),
             identity: state.identity,
             epoch: state.epoch,
@@ -125,7 +127,7 @@ pub(crate) fn refuse_segments_without_control(dir: &Path) -> Result<(), StoreErr
         let entry = entry.map_err(StoreError::io("list", dir))?;
         let is_file = entry.file_type().map_err(StoreError::io("stat", entry.path()))?.is_file();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_file && !name.starts_with('.') {
+        if is_file && !name.starts_with('.') && name != crate::control::LOCK_FILE {
             found.push(name);
         }
     }
@@ -158,21 +160,18 @@ pub(crate) fn parse_table(state: &ControlState, path: &Path) -> Result<(Vec<Seg>
         if r.name == CONTROL_FILE || r.name == CONTROL_TMP || !names.insert(r.name.clone()) {
             return Err(corrupt(format!("segment table entry {i}: name {:?} is reserved or repeated", r.name)));
         }
-        if let Some(prev) = segments.last() {
-            if prev.end != Some(Position(r.start)) {
-                return Err(corrupt(format!(
-                    "segment {} starts at position {} but the previous one, {}, ends at {:?}",
-                    r.name, r.start, prev.name, prev.end
-                )));
-            }
+        if let Some(prev) = segments.last()
+            && prev.end != Some(Position(r.start))
+        {
+            return Err(corrupt(format!(
+                "segment {} starts at position {} but the previous one, {}, ends at {:?}",
+                r.name, r.start, prev.name, prev.end
+            )));
         }
-        if let Some(end) = r.end {
-            if end < r.start || (size > 0 && end - r.start != size) || r.crc32.is_none() {
-                return Err(corrupt(format!(
-                    "complete segment {} has a bad extent {}..{end} or no crc",
-                    r.name, r.start
-                )));
-            }
+        if let Some(end) = r.end
+            && (end < r.start || (size > 0 && end - r.start != size) || r.crc32.is_none())
+        {
+            return Err(corrupt(format!("complete segment {} has a bad extent {}..{end} or no crc", r.name, r.start)));
         }
         segments.push(Seg { name, start: Position(r.start), end: r.end.map(Position), crc32: r.crc32 });
     }
@@ -276,5 +275,22 @@ fn exists(path: &Path) -> Result<bool, StoreError> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(StoreError::io("stat", path)(e)),
+    }
+}
+
+/// Takes the mirror's exclusive lock: two processes writing one mirror
+/// would interleave segments and corrupt the control file.
+fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
+    let path = dir.join(crate::control::LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked { dir: dir.to_path_buf() }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
     }
 }

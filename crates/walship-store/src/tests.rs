@@ -156,3 +156,14 @@ fn failed_start_segment_and_epoch_leave_no_trace() {
     m.write(Position(0), b"z").unwrap();
     assert_eq!(m.flush().unwrap(), Position(1));
 }
+
+#[test]
+fn a_second_process_cannot_open_a_mirror_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path());
+    let err = Mirror::open(dir.path()).expect_err("locked");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+    drop(first);
+    Mirror::open(dir.path()).expect("free again once the first is closed");
+}

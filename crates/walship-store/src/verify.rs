@@ -23,7 +23,7 @@ use std::path::Path;
 use walship_core::{Position, SegmentName};
 
 use crate::StoreError;
-use crate::control::{self, CONTROL_FILE, CONTROL_TMP, control_path};
+use crate::control::{self, CONTROL_FILE, CONTROL_TMP, LOCK_FILE, control_path};
 use crate::fsio::CHUNK;
 use crate::recovery::{parse_table, refuse_segments_without_control};
 
@@ -126,7 +126,7 @@ pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreEr
             continue;
         }
         let Some(fname) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if fname == CONTROL_FILE || fname == CONTROL_TMP {
+        if fname == CONTROL_FILE || fname == CONTROL_TMP || fname == LOCK_FILE {
             continue;
         }
         let (base, partial) = match fname.strip_suffix(".partial") {

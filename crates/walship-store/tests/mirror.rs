@@ -48,7 +48,7 @@ fn write_flush_complete_reopen_round_trip() {
     assert_eq!(m.written_pos(), Position(4500));
     let seg = m.resume_point().segment.unwrap();
     assert_eq!((seg.name.as_str(), seg.start, seg.complete), ("seg2", Position(4000), false));
-    assert_eq!(files(&dir), ["seg1", "seg2.partial", "walship.control"]);
+    assert_eq!(files(&dir), ["seg1", "seg2.partial", "walship.control", "walship.lock"]);
     assert_eq!(read(&dir, "seg1"), s1);
     assert_eq!(read(&dir, "seg2.partial"), s2);
 
