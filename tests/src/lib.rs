@@ -106,12 +106,9 @@ pub fn tls_args(dir: &Path, which: &str) -> Vec<String> {
     ]
 }
 
-/// The mirror's durable position from its control file (0 when absent).
+/// The mirror's durable position as recorded on disk (0 when not a mirror yet).
 pub fn mirror_durable(mirror: &Path) -> u64 {
-    match walship_store::control::load(mirror) {
-        Ok(Some(state)) => state.durable_pos,
-        _ => 0,
-    }
+    walship_store::read_durable(mirror).map(|p| p.get()).unwrap_or(0)
 }
 
 /// Waits until the mirror's control file says `target` bytes are durable.

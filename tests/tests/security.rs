@@ -35,11 +35,14 @@ fn client_certificate_from_another_ca_is_refused_and_the_mirror_untouched() {
     // Several attempts, all refused; nothing reached the mirror.
     recv.wait_log_n("connection refused during handshake", 2, T);
     assert!(recv.log_lines("session accepted").is_empty(), "no session may start");
-    let files: Vec<String> = std::fs::read_dir(&env.mirror)
+    let mut files: Vec<String> = std::fs::read_dir(&env.mirror)
         .expect("mirror dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files, ["walship.lock"], "mirror must be untouched (only the receiver's lock file)");
+    files.sort();
+    // Only what the receiver creates when it opens a mirror: no control file, no segment.
+    assert_eq!(files, ["walship.lock", "walship.pos"], "mirror must be untouched");
+    assert_eq!(walship_tests::mirror_durable(&env.mirror), 0);
 }
 
 #[test]

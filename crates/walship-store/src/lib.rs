@@ -4,7 +4,8 @@
 //! stream's bytes at their positions into `NAME.partial` segment files,
 //! batches fdatasync, renames complete segments to their final names, and
 //! keeps its durable state in an atomically replaced, checksummed control file
-//! ([`control`]). Opening a mirror recovers a torn tail with the named policy
+//! ([`control`]), with flushes inside a segment recording just the new
+//! durable position in a two-slot file updated in place ([`posfile`]). Opening a mirror recovers a torn tail with the named policy
 //! "discard past durable" ([`Mirror::open`]). [`verify()`] compares a
 //! mirror byte for byte with the source WAL directory.
 //!
@@ -13,6 +14,8 @@
 //! MIRROR/
 //!   walship.control          control file (identity, epoch, durable position, segment table)
 //!   walship.control.tmp      only while the control file is being replaced
+//!   walship.pos              durable position between control-file writes ([`posfile`])
+//!   walship.lock             held by the process that has the mirror open
 //!   000000010000000000000001 complete segment
 //!   000000010000000000000002.partial  segment in progress
 //! ```
@@ -20,6 +23,7 @@ pub mod control;
 mod error;
 mod fsio;
 mod mirror;
+pub mod posfile;
 mod recovery;
 mod types;
 pub mod verify;
@@ -30,7 +34,7 @@ mod tests;
 pub use control::{ControlState, SegmentRecord};
 pub use error::StoreError;
 pub use mirror::Mirror;
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryReport, read_durable};
 pub use types::{Identity, ResumePoint, ResumeSegment};
 pub use verify::{SegmentReport, SegmentStatus, VerifyReport, verify};
 

@@ -75,6 +75,8 @@ pub struct Mirror {
     /// The segment table changed since the control file was last written.
     pub(crate) dirty: bool,
     pub(crate) poisoned: Option<String>,
+    /// The durable position between control-file writes.
+    pub(crate) pos: crate::posfile::PosFile,
     /// Held (flock) for as long as the mirror is open.
     pub(crate) _lock: File,
 }
@@ -191,7 +193,7 @@ impl Mirror {
         self.check_poisoned()?;
         let Some(id) = &self.identity else { return Err(StoreError::Unbound) };
         let size = id.segment_size;
-        if [CONTROL_FILE, CONTROL_TMP, LOCK_FILE].contains(&name.as_str()) {
+        if [CONTROL_FILE, CONTROL_TMP, LOCK_FILE, crate::posfile::POS_FILE].contains(&name.as_str()) {
             return Err(StoreError::ReservedName(name.to_string()));
         }
         if let Some(last) = self.segments.last() {
@@ -279,7 +281,8 @@ impl Mirror {
     }
 
     /// Makes everything written durable: fdatasync the `.partial`, then record
-    /// the new durable position in the control file. Returns the durable
+    /// the new durable position (in `walship.pos` when nothing but the position
+    /// changed, otherwise in the control file). Returns the durable
     /// position; a no-op when nothing is unflushed. On a failed fdatasync the
     /// unflushed bytes are discarded (see the module docs).
     pub fn flush(&mut self) -> Result<Position, StoreError> {
@@ -295,9 +298,15 @@ impl Mirror {
             self.discard_after_sync_failure();
             return Err(e);
         }
-        let mut state = self.state();
-        state.durable_pos = self.written.0;
-        control::store(&self.dir, &state)?;
+        match self.segments.last() {
+            // Only the position moved inside the current segment: the cheap record.
+            Some(seg) if !self.dirty && seg.end.is_none() => self.pos.write(seg.start.0, self.written.0)?,
+            _ => {
+                let mut state = self.state();
+                state.durable_pos = self.written.0;
+                control::store(&self.dir, &state)?;
+            }
+        }
         self.durable = self.written;
         self.dirty = false;
         if let Some(cur) = &mut self.current {

@@ -12,7 +12,8 @@
 //! Steps, in order:
 //! 1. A leftover `walship.control.tmp` (crash while replacing the control
 //!    file) is removed.
-//! 2. The control file is loaded and checked. If there is none, the mirror is
+//! 2. The control file is loaded and checked; a newer durable position for
+//!    the current segment in `walship.pos` (see [`crate::posfile`]) wins. If there is none, the mirror is
 //!    empty — unless the directory holds segment files, which is refused
 //!    ([`StoreError::MissingControl`]).
 //! 3. For the current (incomplete) segment: if only the final `NAME` exists
@@ -34,6 +35,7 @@ use walship_core::{Position, SegmentName};
 use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, control_path};
 use crate::fsio::{crc_range, end_of_nonzero, failpoint, rename, set_len, sync_data, sync_dir, zero_range};
 use crate::mirror::{Current, Seg};
+use crate::posfile::{POS_FILE, PosFile};
 use crate::{Mirror, StoreError};
 
 /// What recovery found and did, for logging.
@@ -74,8 +76,21 @@ impl Mirror {
                 ControlState::empty()
             }
         };
-        let (segments, durable) = parse_table(&state, &control_path(dir))?;
+        let (segments, mut durable) = parse_table(&state, &control_path(dir))?;
         let size = state.identity.as_ref().map_or(0, |i| i.segment_size);
+        let pos = PosFile::open(dir)?;
+        if let (Some(rec), Some(seg)) = (pos.read()?, segments.last())
+            && seg.end.is_none()
+            && rec.segment_start == seg.start.0
+            && rec.durable_pos > durable.0
+            && (size == 0 || rec.durable_pos - seg.start.0 <= size)
+        {
+            report.actions.push(format!(
+                "durable position {} from {POS_FILE} (the control file recorded {durable})",
+                rec.durable_pos
+            ));
+            durable = Position(rec.durable_pos);
+        }
 
         let current = match segments.last() {
             Some(seg) if seg.end.is_none() => {
@@ -105,6 +120,7 @@ impl Mirror {
 
         report.durable_pos = durable;
         let mirror = Mirror {
+            pos,
             _lock: lock,
             dir: dir.to_path_buf(),
             identity: state.identity,
@@ -127,7 +143,7 @@ pub(crate) fn refuse_segments_without_control(dir: &Path) -> Result<(), StoreErr
         let entry = entry.map_err(StoreError::io("list", dir))?;
         let is_file = entry.file_type().map_err(StoreError::io("stat", entry.path()))?.is_file();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_file && !name.starts_with('.') && name != crate::control::LOCK_FILE {
+        if is_file && !name.starts_with('.') && name != crate::control::LOCK_FILE && name != POS_FILE {
             found.push(name);
         }
     }
@@ -293,4 +309,24 @@ fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
         Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked { dir: dir.to_path_buf() }),
         Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
     }
+}
+
+/// The mirror's durable position as recorded on disk (control file and
+/// `walship.pos`), read without opening or locking the mirror, so it works
+/// while a receiver runs. `Position(0)` for a directory that is not (yet) a
+/// mirror.
+pub fn read_durable(dir: &Path) -> Result<Position, StoreError> {
+    let Some(state) = control::load(dir)? else { return Ok(Position::ZERO) };
+    let (segments, durable) = parse_table(&state, &control_path(dir))?;
+    let rec = match fs::read(dir.join(POS_FILE)) {
+        Ok(bytes) => crate::posfile::newest(&bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(StoreError::io("read", dir.join(POS_FILE))(e)),
+    };
+    Ok(match (rec, segments.last()) {
+        (Some(r), Some(seg)) if seg.end.is_none() && r.segment_start == seg.start.0 => {
+            durable.max(Position(r.durable_pos))
+        }
+        _ => durable,
+    })
 }

@@ -98,16 +98,26 @@ fn failed_control_write_keeps_durable_and_flush_can_be_retried() {
     m.bind(&raw()).unwrap();
     m.start_segment(&name("s1"), Position(0)).unwrap();
     m.write(Position(0), b"abc").unwrap();
+    // Inside a segment a flush records the position in walship.pos.
+    arm("write pos");
+    let err = m.flush().unwrap_err();
+    assert!(is_enospc(&err, "write"), "pos: {err}");
+    assert_eq!((m.durable_pos(), m.written_pos()), (Position(0), Position(3)));
+    assert_eq!(m.flush().unwrap(), Position(3));
+    // A new segment changes the table, so that flush replaces the control file.
+    m.complete_segment(Position(3)).unwrap();
+    m.start_segment(&name("s2"), Position(3)).unwrap();
+    m.write(Position(3), b"de").unwrap();
     for (point, op) in [("write control", "write"), ("rename", "rename"), ("fsync dir", "fsync dir")] {
         arm(point);
         let err = m.flush().unwrap_err();
         assert!(is_enospc(&err, op), "{op}: {err}");
-        assert_eq!(m.durable_pos(), Position(0), "{op}");
-        assert_eq!(m.written_pos(), Position(3), "{op}");
+        assert_eq!(m.durable_pos(), Position(3), "{op}");
+        assert_eq!(m.written_pos(), Position(5), "{op}");
     }
-    assert_eq!(m.flush().unwrap(), Position(3));
+    assert_eq!(m.flush().unwrap(), Position(5));
     drop(m);
-    assert_eq!(open(tmp.path()).durable_pos(), Position(3));
+    assert_eq!(open(tmp.path()).durable_pos(), Position(5));
 }
 
 #[test]
@@ -166,4 +176,21 @@ fn a_second_process_cannot_open_a_mirror_in_use() {
     assert!(err.to_string().contains("in use by another process"), "{err}");
     drop(first);
     Mirror::open(dir.path()).expect("free again once the first is closed");
+}
+
+#[test]
+fn read_durable_sees_position_only_flushes_while_the_mirror_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = open(tmp.path());
+    assert_eq!(crate::read_durable(tmp.path()).unwrap(), Position(0));
+    m.bind(&raw()).unwrap();
+    m.start_segment(&name("s1"), Position(100)).unwrap();
+    m.write(Position(100), b"abcdef").unwrap();
+    assert_eq!(crate::read_durable(tmp.path()).unwrap(), Position(100), "written is not durable");
+    m.flush().unwrap();
+    assert_eq!(crate::read_durable(tmp.path()).unwrap(), Position(106));
+    m.complete_segment(Position(106)).unwrap();
+    m.start_segment(&name("s2"), Position(106)).unwrap();
+    // A stale walship.pos record of s1 must not be applied to s2.
+    assert_eq!(crate::read_durable(tmp.path()).unwrap(), Position(106));
 }

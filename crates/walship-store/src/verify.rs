@@ -115,7 +115,9 @@ pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreEr
         refuse_segments_without_control(mirror_dir)?;
         return Ok(VerifyReport { segments: vec![], first_diff: None, bytes_compared: 0, durable_pos: Position(0) });
     };
-    let (table, durable) = parse_table(&state, &control_path(mirror_dir))?;
+    let (table, _) = parse_table(&state, &control_path(mirror_dir))?;
+    // Flushes inside a segment record the position in walship.pos, not the control file.
+    let durable = crate::read_durable(mirror_dir)?;
     let by_name: HashMap<&str, usize> = table.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
 
     // (name, partial?) of every segment file, in name order.
@@ -126,7 +128,7 @@ pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreEr
             continue;
         }
         let Some(fname) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if fname == CONTROL_FILE || fname == CONTROL_TMP || fname == LOCK_FILE {
+        if fname == CONTROL_FILE || fname == CONTROL_TMP || fname == LOCK_FILE || fname == crate::posfile::POS_FILE {
             continue;
         }
         let (base, partial) = match fname.strip_suffix(".partial") {

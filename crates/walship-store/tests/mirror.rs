@@ -48,7 +48,7 @@ fn write_flush_complete_reopen_round_trip() {
     assert_eq!(m.written_pos(), Position(4500));
     let seg = m.resume_point().segment.unwrap();
     assert_eq!((seg.name.as_str(), seg.start, seg.complete), ("seg2", Position(4000), false));
-    assert_eq!(files(&dir), ["seg1", "seg2.partial", "walship.control", "walship.lock"]);
+    assert_eq!(files(&dir), ["seg1", "seg2.partial", "walship.control", "walship.lock", "walship.pos"]);
     assert_eq!(read(&dir, "seg1"), s1);
     assert_eq!(read(&dir, "seg2.partial"), s2);
 
@@ -169,9 +169,12 @@ fn flush_with_nothing_unflushed_does_not_touch_the_control_file() {
     let before = ino(tmp.path());
     assert_eq!(m.flush().unwrap(), Position(3));
     assert_eq!(ino(tmp.path()), before, "a no-op flush must not replace the control file");
+    // A flush inside the segment records the position in walship.pos only.
     m.write(Position(3), b"d").unwrap();
-    m.flush().unwrap();
-    assert_ne!(ino(tmp.path()), before);
+    assert_eq!(m.flush().unwrap(), Position(4));
+    assert_eq!(ino(tmp.path()), before, "a position-only flush leaves the control file alone");
+    drop(m);
+    assert_eq!(open(tmp.path()).durable_pos(), Position(4), "recovery reads the position from walship.pos");
 }
 
 #[test]

@@ -70,7 +70,7 @@ fn rename_done_but_control_not_updated_is_undone() {
     let (mut m, report) = reopen(tmp.path());
     assert!(report.actions.iter().any(|a| a.contains("renamed")), "{report:?}");
     assert_eq!(report.discarded_bytes, 4);
-    assert_eq!(files(tmp.path()), ["a.partial", "walship.control", "walship.lock"]);
+    assert_eq!(files(tmp.path()), ["a.partial", "walship.control", "walship.lock", "walship.pos"]);
     assert_eq!(read(tmp.path(), "a.partial"), b"0123");
     let seg = m.resume_point().segment.unwrap();
     assert_eq!((seg.name.as_str(), seg.complete), ("a", false));
@@ -94,7 +94,7 @@ fn orphan_partials_and_leftover_tmp_are_removed() {
     std::fs::write(tmp.path().join("walship.control.tmp"), b"half-written").unwrap();
 
     let (m, report) = reopen(tmp.path());
-    assert_eq!(files(tmp.path()), ["a", "walship.control", "walship.lock"]);
+    assert_eq!(files(tmp.path()), ["a", "walship.control", "walship.lock", "walship.pos"]);
     assert_eq!(report.discarded_bytes, 5);
     assert!(report.actions.iter().any(|a| a.contains("walship.control.tmp")), "{report:?}");
     assert!(report.actions.iter().any(|a| a.contains("b.partial")), "{report:?}");
