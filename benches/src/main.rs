@@ -60,7 +60,7 @@ struct ShipArgs {
     #[arg(long)]
     disk_dir: Option<PathBuf>,
     /// Largest frame payload the sender cuts.
-    #[arg(long, default_value = "256KiB", value_parser = data::parse_size)]
+    #[arg(long, default_value = "128KiB", value_parser = data::parse_size)]
     frame: u64,
     /// Bytes the sender may have unacknowledged.
     #[arg(long, default_value = "64MiB", value_parser = data::parse_size)]
@@ -74,6 +74,11 @@ struct ShipArgs {
     /// Where to write the JSON report [default: target/bench-report/ship.json].
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Run the selected cases this many times, alternating them, and report
+    /// the median of each (the machine is shared and noisy; ratios of
+    /// medians measured in one run are what to compare).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Give up on a case after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -169,33 +174,47 @@ async fn ship(a: ShipArgs) -> Result<()> {
         verify: a.verify,
     };
 
-    if run(Case::A) {
-        let mirror = ScratchDir::create(root.path().join("mirror"))?;
-        let r = ship::run(&params, &mirror.path().join("m")).await.context("case a (walship, tmpfs)")?;
-        report.case_done("a", &r);
-        report.a = Some(r);
+    let mut rs: [Vec<f64>; 4] = Default::default();
+    let (mut all_a, mut all_b, mut all_c, mut all_d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=a.rounds.max(1) {
+        println!("round {round}");
+        if run(Case::A) {
+            let mirror = ScratchDir::create(root.path().join("mirror"))?;
+            let r = ship::run(&params, &mirror.path().join("m")).await.context("case a (walship, tmpfs)")?;
+            report.case_done("a", &r);
+            rs[0].push(r.mb_per_s);
+            all_a.push(r);
+        }
+        if run(Case::B) {
+            let r = bare::run(&source, &certs, a.bytes, max_frame as usize, timeout).await.context("case b (quinn)")?;
+            report.case_done("b", &r);
+            rs[1].push(r.mb_per_s);
+            all_b.push(r);
+        }
+        if run(Case::C) {
+            let mirror = ScratchDir::create(disk_dir.join("mirror"))?;
+            let r = ship::run(&params, &mirror.path().join("m")).await.context("case c (walship, disk)")?;
+            report.case_done("c", &r);
+            rs[2].push(r.mb_per_s);
+            all_c.push(r);
+        }
+        if run(Case::D) {
+            let out = ScratchDir::create(disk_dir.join("plain"))?;
+            let (src, dst, total) = (source.clone(), out.path().to_path_buf(), a.bytes);
+            let r = tokio::task::spawn_blocking(move || disk::run(&src, &dst, total))
+                .await
+                .context("case d task")?
+                .context("case d (write + fdatasync)")?;
+            report.case_done("d", &r);
+            rs[3].push(r.mb_per_s);
+            all_d.push(r);
+        }
     }
-    if run(Case::B) {
-        let r = bare::run(&source, &certs, a.bytes, max_frame as usize, timeout).await.context("case b (quinn)")?;
-        report.case_done("b", &r);
-        report.b = Some(r);
-    }
-    if run(Case::C) {
-        let mirror = ScratchDir::create(disk_dir.join("mirror"))?;
-        let r = ship::run(&params, &mirror.path().join("m")).await.context("case c (walship, disk)")?;
-        report.case_done("c", &r);
-        report.c = Some(r);
-    }
-    if run(Case::D) {
-        let out = ScratchDir::create(disk_dir.join("plain"))?;
-        let (src, dst, total) = (source.clone(), out.path().to_path_buf(), a.bytes);
-        let r = tokio::task::spawn_blocking(move || disk::run(&src, &dst, total))
-            .await
-            .context("case d task")?
-            .context("case d (write + fdatasync)")?;
-        report.case_done("d", &r);
-        report.d = Some(r);
-    }
+    report.rounds_mb_per_s = rs;
+    report.a = median_by_rate(all_a, |r| r.mb_per_s);
+    report.b = median_by_rate(all_b, |r| r.mb_per_s);
+    report.c = median_by_rate(all_c, |r| r.mb_per_s);
+    report.d = median_by_rate(all_d, |r| r.mb_per_s);
     if on_disk {
         // The cases removed their contents; this removes the per-run directory.
         let _ = std::fs::remove_dir(&disk_dir);
@@ -205,4 +224,14 @@ async fn ship(a: ShipArgs) -> Result<()> {
     report.write(&path)?;
     println!("report written to {}", path.display());
     Ok(())
+}
+
+/// The element with the median rate (the lower middle one for an even count).
+fn median_by_rate<T>(mut v: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<T> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|x, y| rate(x).total_cmp(&rate(y)));
+    let mid = (v.len() - 1) / 2;
+    Some(v.swap_remove(mid))
 }

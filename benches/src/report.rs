@@ -28,6 +28,8 @@ pub struct Report {
     pub c: Option<ShipResult>,
     /// d: plain write + fdatasync loop on that disk.
     pub d: Option<DiskResult>,
+    /// Every round's MB/s for a, b, c, d (the cases above are the medians).
+    pub rounds_mb_per_s: [Vec<f64>; 4],
     pub ratio_a_b: Option<f64>,
     pub ratio_c_d: Option<f64>,
     /// c against the slower of its two limits, the transport (b) and the
@@ -87,6 +89,7 @@ impl Report {
             b: None,
             c: None,
             d: None,
+            rounds_mb_per_s: Default::default(),
             ratio_a_b: None,
             ratio_c_d: None,
             ratio_c_min_bd: None,
@@ -111,6 +114,14 @@ impl Report {
     pub fn print(&mut self) {
         self.ratios();
         println!();
+        let n = self.rounds_mb_per_s.iter().map(Vec::len).max().unwrap_or(0);
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            if !self.rounds_mb_per_s[i].is_empty() {
+                let v: Vec<String> = self.rounds_mb_per_s[i].iter().map(|x| format!("{x:.1}")).collect();
+                println!("rounds {name}: {} MB/s", v.join(", "));
+            }
+        }
+        println!("median of {n} round(s):");
         println!("{:<4} {:<44} {:>10} {:>9}", "case", "what", "MB/s", "seconds");
         let row = |c: &str, what: &str, r: Option<&dyn Rate>| match r {
             Some(r) => println!("{c:<4} {what:<44} {:>10.1} {:>9.2}", r.mb_per_s(), r.secs()),

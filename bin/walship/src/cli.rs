@@ -124,7 +124,7 @@ pub struct SendArgs {
     #[arg(long, env = "WALSHIP_MAX_INFLIGHT", default_value = "64MiB", value_parser = parse_size)]
     pub max_inflight: u64,
     /// Largest data frame payload, e.g. 256KiB.
-    #[arg(long, env = "WALSHIP_MAX_FRAME", default_value = "256KiB", value_parser = parse_size_u32)]
+    #[arg(long, env = "WALSHIP_MAX_FRAME", default_value = "128KiB", value_parser = parse_size_u32)]
     pub max_frame: u32,
     /// Directory poll interval, a safety net behind inotify.
     #[arg(long, env = "WALSHIP_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]

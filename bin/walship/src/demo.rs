@@ -67,7 +67,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
         sender_name: "demo-sender".into(),
         targets: vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
         tls: paths.client(),
-        max_frame: 256 << 10,
+        max_frame: walship_agent::DEFAULT_MAX_FRAME,
         max_inflight: 64 << 20,
         poll_interval: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(50),

@@ -51,10 +51,15 @@ pub fn run(
     policy: FlushPolicy,
 ) -> Mirror {
     let mut last_flush = Instant::now();
+    // Written positions are reported in batches: when the queue drains, and
+    // every REPORT_BYTES under continuous load (one event per write would
+    // wake the session task for every frame).
+    let mut reported = mirror.written_pos();
     loop {
         let op = match ops.try_recv() {
             Ok(op) => Some(op),
             Err(mpsc::error::TryRecvError::Empty) => {
+                report_written(&mirror, &mut reported, &events);
                 // The queue drained: make what we have durable before waiting.
                 if mirror.unflushed_bytes() > 0 {
                     if let Err(e) = flush(&mut mirror, &events) {
@@ -72,6 +77,9 @@ pub fn run(
         if let Err(e) = apply(&mut mirror, op, &events) {
             let _ = events.send(StoreEvent::Failed(e.to_string()));
             break;
+        }
+        if mirror.written_pos().since(reported) >= REPORT_BYTES {
+            report_written(&mirror, &mut reported, &events);
         }
         let due = last_flush.elapsed() >= policy.interval || mirror.unflushed_bytes() >= policy.max_unflushed;
         if due && mirror.unflushed_bytes() > 0 {
@@ -96,10 +104,7 @@ fn apply(mirror: &mut Mirror, op: StoreOp, events: &mpsc::UnboundedSender<StoreE
             mirror.start_segment(&name, start)?;
             let _ = events.send(StoreEvent::Written(mirror.written_pos()));
         }
-        StoreOp::Write { pos, data } => {
-            mirror.write(pos, &data)?;
-            let _ = events.send(StoreEvent::Written(mirror.written_pos()));
-        }
+        StoreOp::Write { pos, data } => mirror.write(pos, &data)?,
         StoreOp::CompleteSegment { end } => {
             let t = Instant::now();
             mirror.complete_segment(end)?;
@@ -111,8 +116,21 @@ fn apply(mirror: &mut Mirror, op: StoreOp, events: &mpsc::UnboundedSender<StoreE
     Ok(())
 }
 
+/// Report the written position under continuous load at least this often.
+const REPORT_BYTES: u64 = 1 << 20;
+
+fn report_written(mirror: &Mirror, reported: &mut Position, events: &mpsc::UnboundedSender<StoreEvent>) {
+    let w = mirror.written_pos();
+    if w > *reported {
+        *reported = w;
+        let _ = events.send(StoreEvent::Written(w));
+    }
+}
+
 fn flush(mirror: &mut Mirror, events: &mpsc::UnboundedSender<StoreEvent>) -> Result<(), StoreError> {
     let t = Instant::now();
+    // The ack for a flush must not claim more written than reported.
+    let _ = events.send(StoreEvent::Written(mirror.written_pos()));
     let pos = mirror.flush()?;
     let _ = events.send(StoreEvent::Flushed { pos, fsync: t.elapsed() });
     Ok(())
