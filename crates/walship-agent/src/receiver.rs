@@ -209,7 +209,15 @@ async fn handle_connection(shared: Arc<Shared>, conn: Connection, shutdown: Canc
             error!(%remote, "closing connection after a storage failure: {msg}");
             close::close(&conn, close::INTERNAL, &msg);
         }
-        Err(SessionEnd::Lost(msg)) => info!(%remote, "connection lost: {msg}"),
+        Err(SessionEnd::Lost(msg)) => match conn.close_reason().as_ref().and_then(close::peer_close) {
+            // The sender closed the connection on purpose; its reason says why.
+            Some((code, reason)) if code == close::SHUTDOWN || code == close::NORMAL => {
+                info!(%remote, "session ended by the sender: {reason}")
+            }
+            Some((_, reason)) => warn!(%remote, %peer, "sender closed the connection: {reason}"),
+            None => info!(%remote, "connection lost: {msg}"),
+        },
+        Err(SessionEnd::PeerError(msg)) => warn!(%remote, %peer, "sender ended the session: {msg}"),
     }
 }
 
@@ -220,6 +228,8 @@ enum SessionEnd {
     Protocol(String),
     Storage(String),
     Lost(String),
+    /// The sender ended the session with an error message.
+    PeerError(String),
 }
 
 fn net_end(e: NetError) -> SessionEnd {
@@ -387,7 +397,7 @@ async fn stream(
             msg = ctl_rx.recv() => match msg.map_err(net_end)? {
                 None => return Ok(()),
                 Some(Msg::Status(_)) => {}
-                Some(Msg::Error(e)) => return Err(SessionEnd::Lost(format!("sender reported: {}", e.message))),
+                Some(Msg::Error(e)) => return Err(SessionEnd::PeerError(e.message)),
                 Some(_) => return Err(SessionEnd::Protocol("unexpected control message while streaming".into())),
             },
             stream = conn.accept_uni(), if data.is_none() => {
