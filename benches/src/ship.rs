@@ -73,6 +73,7 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
         poll_interval: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
+        rpo_target: None,
     })
     .context("starting the sender")?;
     let handle = sender.handle();

@@ -34,6 +34,21 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Run a writer, a sender and a receiver on loopback, then verify the mirror.
     Demo(DemoArgs),
+    /// Show receivers, positions, lag and sync state from an admin endpoint.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Admin endpoint of a sender or receiver, HOST:PORT.
+    #[arg(long, env = "WALSHIP_ADMIN")]
+    pub admin: String,
+    /// Refresh in place until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Refresh interval with --watch.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,9 +102,15 @@ pub struct ReceiveArgs {
     /// fdatasync at least this often while bytes are unflushed (it also syncs whenever the queue drains).
     #[arg(long, env = "WALSHIP_FLUSH_INTERVAL", default_value = "20ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
+    /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address, e.g. 127.0.0.1:9188.
+    #[arg(long, env = "WALSHIP_ADMIN_ADDR")]
+    pub admin_addr: Option<std::net::SocketAddr>,
     /// fdatasync once this many bytes are unflushed, even under continuous load.
     #[arg(long, env = "WALSHIP_FLUSH_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub flush_bytes: u64,
+    /// Test hook: sleep this long before each flush that follows a drained queue (proves a slow disk shows in lag).
+    #[arg(long, hide = true, default_value = "0ms", value_parser = parse_duration)]
+    pub debug_flush_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,6 +153,12 @@ pub struct SendArgs {
     /// First reconnect delay; doubles per failed attempt.
     #[arg(long, env = "WALSHIP_RECONNECT_MIN", default_value = "100ms", value_parser = parse_duration)]
     pub reconnect_min: Duration,
+    /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address, e.g. 127.0.0.1:9187.
+    #[arg(long, env = "WALSHIP_ADMIN_ADDR")]
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Recovery point objective: count the seconds RPO exposure is within and over it (metrics).
+    #[arg(long, env = "WALSHIP_RPO_TARGET", value_parser = parse_duration)]
+    pub rpo_target: Option<Duration>,
     /// Longest reconnect delay.
     #[arg(long, env = "WALSHIP_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_max: Duration,

@@ -72,6 +72,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
         poll_interval: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
+        rpo_target: None,
     })?;
     let handle = sender.handle();
     let send_task = tokio::spawn(sender.run(shutdown.clone()));

@@ -3,6 +3,7 @@
 pub mod cli;
 mod config;
 mod demo;
+mod status;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ pub fn main() -> ExitCode {
         Command::Receive(a) => runtime().and_then(|rt| rt.block_on(receive(a))),
         Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(a))),
         Command::Verify(a) => return verify(a),
+        Command::Status(a) => status::run(&a.admin, a.watch, a.interval),
         Command::Demo(a) => {
             return runtime().and_then(|rt| rt.block_on(demo::run(a))).unwrap_or_else(|e| {
                 error!("{e:#}");
@@ -125,10 +127,17 @@ async fn receive(a: cli::ReceiveArgs) -> Result<()> {
         tls: tls(&a.tls),
         name: a.name.unwrap_or_else(hostname),
         max_payload: a.max_frame,
-        flush: FlushPolicy { interval: a.flush_interval, max_unflushed: a.flush_bytes },
+        flush: FlushPolicy {
+            interval: a.flush_interval,
+            max_unflushed: a.flush_bytes,
+            debug_delay: a.debug_flush_delay,
+        },
     };
     let receiver = Receiver::bind(opts).with_context(|| format!("starting the receiver for {}", a.dir.display()))?;
-    receiver.run(shutdown_on_signal()).await.context("receiver failed")
+    let shutdown = shutdown_on_signal();
+    let admin = start_admin(a.admin_addr, walship_admin::Role::Receiver(receiver.handle()), &shutdown).await?;
+    receiver.run(shutdown).await.context("receiver failed")?;
+    finish_admin(admin).await
 }
 
 /// Splits `HOST:PORT` (or `[v6]:PORT`) and resolves it.
@@ -167,9 +176,33 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         poll_interval: a.poll_interval,
         backoff_initial: a.reconnect_min,
         backoff_max: a.reconnect_max,
+        rpo_target: a.rpo_target,
     };
     let sender = Sender::new(opts).with_context(|| format!("starting the sender for {}", a.wal_dir.display()))?;
-    sender.run(shutdown_on_signal()).await.context("sender failed")
+    let shutdown = shutdown_on_signal();
+    let admin = start_admin(a.admin_addr, walship_admin::Role::Sender(sender.handle()), &shutdown).await?;
+    sender.run(shutdown).await.context("sender failed")?;
+    finish_admin(admin).await
+}
+
+type AdminTask = Option<tokio::task::JoinHandle<Result<(), walship_admin::AdminError>>>;
+
+/// Binds the admin endpoint (failing early on a bad address) and serves it until shutdown.
+async fn start_admin(
+    addr: Option<std::net::SocketAddr>,
+    role: walship_admin::Role,
+    shutdown: &CancellationToken,
+) -> Result<AdminTask> {
+    let Some(addr) = addr else { return Ok(None) };
+    let server = walship_admin::AdminServer::bind(addr, role).await?;
+    Ok(Some(tokio::spawn(server.run(shutdown.clone()))))
+}
+
+async fn finish_admin(task: AdminTask) -> Result<()> {
+    if let Some(t) = task {
+        t.await.context("admin endpoint task")?.context("admin endpoint")?;
+    }
+    Ok(())
 }
 
 fn verify(a: cli::VerifyArgs) -> ExitCode {

@@ -55,6 +55,8 @@ pub struct ReceiverStats {
     pub source_id: Option<String>,
     pub connected: bool,
     pub last_frame_at: Option<Instant>,
+    /// fdatasync of the data plus the durable-position record.
+    pub fsync: walship_core::histogram::Histogram,
 }
 
 struct Shared {
@@ -380,9 +382,11 @@ async fn stream(
                         core.handle_written(p, now).map_err(|e| SessionEnd::Storage(e.to_string()))?;
                         lock(&shared.stats).written_pos = p;
                     }
-                    StoreEvent::Flushed { pos, .. } => {
+                    StoreEvent::Flushed { pos, fsync } => {
                         core.handle_flushed(pos, now).map_err(|e| SessionEnd::Storage(e.to_string()))?;
-                        lock(&shared.stats).flushed_pos = pos;
+                        let mut st = lock(&shared.stats);
+                        st.flushed_pos = pos;
+                        st.fsync.record(fsync.as_secs_f64());
                     }
                     StoreEvent::SegmentCompleted(_) => lock(&shared.stats).segments_completed += 1,
                     StoreEvent::Failed(msg) => {

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use walship_core::Position;
+use walship_core::histogram::Histogram;
+use walship_core::lag::{DEFAULT_CAPACITY, LagTracker, LevelLag};
 use walship_core::proto;
 use walship_net::TlsFiles;
 use walship_source::{Tailer, TailerConfig, Watcher};
@@ -49,6 +51,8 @@ pub struct SenderOptions {
     pub poll_interval: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// `--rpo-target`: count seconds within and outside it.
+    pub rpo_target: Option<Duration>,
 }
 
 /// Connection state of one receiver.
@@ -91,16 +95,62 @@ pub struct ReceiverStatus {
     pub reconnects: u64,
     pub frames_sent: u64,
     pub bytes_sent: u64,
+    /// Sessions the receiver closed because a frame failed its checks.
+    pub crc_errors: u64,
     pub last_error: Option<String>,
+    /// Lag of the write, flush and apply levels, in that order.
+    pub levels: [LevelLag; 3],
+}
+
+/// Index of each ack level in [`ReceiverStatus::levels`].
+pub const WRITE: usize = 0;
+/// See [`WRITE`].
+pub const FLUSH: usize = 1;
+/// See [`WRITE`].
+pub const APPLY: usize = 2;
+
+/// Lag of one receiver at the moment of a snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceiverLag {
+    /// `end - flushed`.
+    pub lag_bytes: u64,
+    /// Age of the oldest byte not yet acknowledged at each level (0 when caught up).
+    pub write: Duration,
+    pub flush: Duration,
+    pub apply: Duration,
 }
 
 /// A sender's state at one moment.
 #[derive(Debug, Clone)]
 pub struct SenderSnapshot {
     pub source_id: String,
+    pub format: &'static str,
     pub end: Position,
     pub receivers: Vec<ReceiverStatus>,
+    /// Lag per receiver, same order as `receivers`, computed at the snapshot.
+    pub lags: Vec<ReceiverLag>,
+    /// Age of the oldest byte not flushed on the best receiver (async); 0 when caught up.
+    pub rpo_exposure: Duration,
+    pub rpo_target: Option<Duration>,
+    /// Seconds spent with the exposure within and outside the target.
+    pub rpo_within_secs: f64,
+    pub rpo_outside_secs: f64,
+    /// The position flushed on the quorum (async: the best receiver).
+    pub quorum_pos: Position,
+    /// File event → tailer refresh.
+    pub detection: Histogram,
     pub source_error: Option<String>,
+    pub source_errors: u64,
+    /// Points held by the lag tracker (bounded).
+    pub lag_points: usize,
+}
+
+/// Seconds within and outside the RPO target.
+#[derive(Debug, Default)]
+pub(crate) struct RpoClock {
+    pub(crate) within: f64,
+    pub(crate) outside: f64,
+    pub(crate) errors: u64,
 }
 
 pub(crate) struct Shared {
@@ -110,6 +160,10 @@ pub(crate) struct Shared {
     pub(crate) end: watch::Sender<Position>,
     pub(crate) receivers: Mutex<Vec<ReceiverStatus>>,
     pub(crate) source_error: Mutex<Option<String>>,
+    /// When WAL ranges were first observed. Lock order: `receivers` before `lag`.
+    pub(crate) lag: Mutex<LagTracker>,
+    pub(crate) detection: Mutex<Histogram>,
+    pub(crate) rpo: Mutex<RpoClock>,
 }
 
 impl Shared {
@@ -125,11 +179,59 @@ impl Shared {
         lock(&self.receivers).iter().enumerate().any(|(i, r)| i != idx && r.state == ConnState::Streaming)
     }
 
-    /// Lets the tailer drop what every receiver has durably.
+    /// Lets the tailer and the lag tracker drop what every receiver has
+    /// durably (and applied).
     pub(crate) fn release(&self) {
-        let min = lock(&self.receivers).iter().map(|r| r.flushed).min();
-        if let Some(min) = min {
+        let (flushed, applied) = {
+            let r = lock(&self.receivers);
+            (r.iter().map(|r| r.flushed).min(), r.iter().map(|r| r.applied).min())
+        };
+        if let Some(min) = flushed {
             lock(&self.tailer).release_before(min);
+        }
+        if let Some(min) = applied {
+            lock(&self.lag).forget_before(min);
+        }
+    }
+
+    /// The best flushed position among receivers (the async "quorum").
+    pub(crate) fn quorum_pos(receivers: &[ReceiverStatus]) -> Position {
+        receivers.iter().map(|r| r.flushed).max().unwrap_or_default()
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> SenderSnapshot {
+        let receivers = lock(&self.receivers).clone();
+        let end = *self.end.borrow();
+        let quorum_pos = Self::quorum_pos(&receivers);
+        let (lags, rpo_exposure, lag_points) = {
+            let t = lock(&self.lag);
+            let lags = receivers
+                .iter()
+                .map(|r| ReceiverLag {
+                    lag_bytes: end.since(r.flushed),
+                    write: r.levels[WRITE].current(&t, now),
+                    flush: r.levels[FLUSH].current(&t, now),
+                    apply: r.levels[APPLY].current(&t, now),
+                })
+                .collect();
+            (lags, t.age(quorum_pos, now), t.len())
+        };
+        let rpo = lock(&self.rpo);
+        SenderSnapshot {
+            source_id: self.opts.source_id.clone(),
+            format: "raw",
+            end,
+            receivers,
+            lags,
+            rpo_exposure,
+            rpo_target: self.opts.rpo_target,
+            rpo_within_secs: rpo.within,
+            rpo_outside_secs: rpo.outside,
+            quorum_pos,
+            detection: lock(&self.detection).clone(),
+            source_error: lock(&self.source_error).clone(),
+            source_errors: rpo.errors,
+            lag_points,
         }
     }
 }
@@ -145,14 +247,9 @@ impl std::fmt::Debug for SenderHandle {
 }
 
 impl SenderHandle {
-    /// The current state.
+    /// The current state, with lags computed now.
     pub fn snapshot(&self) -> SenderSnapshot {
-        SenderSnapshot {
-            source_id: self.0.opts.source_id.clone(),
-            end: *self.0.end.borrow(),
-            receivers: lock(&self.0.receivers).clone(),
-            source_error: lock(&self.0.source_error).clone(),
-        }
+        self.0.snapshot(Instant::now())
     }
 }
 
@@ -209,16 +306,26 @@ impl Sender {
                 reconnects: 0,
                 frames_sent: 0,
                 bytes_sent: 0,
+                crc_errors: 0,
                 last_error: None,
+                levels: Default::default(),
             })
             .collect();
+        let started = Instant::now();
+        // Bytes already there at start count as observed now: we cannot know
+        // when they were written.
+        let mut lag = LagTracker::new(DEFAULT_CAPACITY);
+        lag.observe(tailer.end(), started);
         let shared = Arc::new(Shared {
             opts,
-            base: Instant::now(),
+            base: started,
             tailer: Mutex::new(tailer),
             end,
             receivers: Mutex::new(receivers),
             source_error: Mutex::new(None),
+            lag: Mutex::new(lag),
+            detection: Mutex::new(Histogram::default()),
+            rpo: Mutex::new(RpoClock::default()),
         });
         Ok(Sender { shared, watcher })
     }
@@ -244,6 +351,11 @@ impl Sender {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { target_loop(shared, idx, target, shutdown).await });
         }
+        {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { rpo_clock(&shared, &shutdown).await });
+        }
         source_loop(&shared, watcher, &shutdown).await;
         while tasks.join_next().await.is_some() {}
         info!("sender stopped");
@@ -257,6 +369,10 @@ async fn source_loop(shared: &Shared, watcher: Watcher, shutdown: &CancellationT
             _ = shutdown.cancelled() => return,
             _ = watcher.changed() => {}
         }
+        // The first file event since the last refresh is the earliest moment
+        // the bytes this refresh finds can have been seen.
+        let first_event = watcher.take_first_event();
+        let before = Instant::now();
         let r = {
             let mut t = lock(&shared.tailer);
             t.refresh().map(|changed| (changed, t.end()))
@@ -264,6 +380,12 @@ async fn source_loop(shared: &Shared, watcher: Watcher, shutdown: &CancellationT
         match r {
             Ok((changed, end)) => {
                 if changed {
+                    let now = Instant::now();
+                    let observed = first_event.filter(|t| *t <= before).unwrap_or(before);
+                    if let Some(ev) = first_event {
+                        lock(&shared.detection).record(now.saturating_duration_since(ev).as_secs_f64());
+                    }
+                    lock(&shared.lag).observe(end, observed);
                     shared.end.send_replace(end);
                 }
                 if let Some(prev) = lock(&shared.source_error).take() {
@@ -271,6 +393,7 @@ async fn source_loop(shared: &Shared, watcher: Watcher, shutdown: &CancellationT
                 }
             }
             Err(e) => {
+                lock(&shared.rpo).errors += 1;
                 let msg = e.to_string();
                 let mut cur = lock(&shared.source_error);
                 if cur.as_deref() != Some(msg.as_str()) {
@@ -317,7 +440,11 @@ async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: 
                 } else {
                     tracing::debug!(receiver = %target.label, "session ended: {msg}");
                 }
-                shared.update(idx, |r| r.last_error = Some(msg));
+                let bad_frame = e.is_bad_frame();
+                shared.update(idx, |r| {
+                    r.last_error = Some(msg);
+                    r.crc_errors += u64::from(bad_frame);
+                });
                 streamed
             }
         };
@@ -349,5 +476,30 @@ pub(crate) fn core_config(opts: &SenderOptions) -> walship_core::sender::SenderC
         sender_name: opts.sender_name.clone(),
         max_frame: opts.max_frame,
         max_inflight: opts.max_inflight,
+    }
+}
+
+/// Integrates time within and outside the RPO target, ten times a second.
+async fn rpo_clock(shared: &Shared, shutdown: &CancellationToken) {
+    let Some(target) = shared.opts.rpo_target else { return };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let quorum = Shared::quorum_pos(&lock(&shared.receivers));
+        let exposure = lock(&shared.lag).age(quorum, now);
+        let dt = now.duration_since(last).as_secs_f64();
+        last = now;
+        let mut rpo = lock(&shared.rpo);
+        if exposure <= target {
+            rpo.within += dt;
+        } else {
+            rpo.outside += dt;
+        }
     }
 }

@@ -19,7 +19,7 @@ use walship_net::{ControlSend, Endpoint, NetError, close};
 use walship_source::{SegmentInfo, SourceError, Tailer};
 
 use crate::receiver::lock;
-use crate::sender::{ConnState, Shared, Target, core_config};
+use crate::sender::{APPLY, ConnState, FLUSH, Shared, Target, WRITE, core_config};
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +32,19 @@ pub(crate) enum Failure {
     Source(#[from] SourceError),
     #[error("{0}")]
     Closed(String),
+    /// The receiver closed the connection with this code and reason.
+    #[error("receiver closed the connection: {reason}")]
+    ClosedBy { code: walship_net::VarInt, reason: String },
 }
 
 impl Failure {
     /// Failures that need an operator (divergence, lost source data), as
     /// opposed to a network hiccup that the next attempt cures.
+    /// The receiver closed the session because a frame failed its checks.
+    pub(crate) fn is_bad_frame(&self) -> bool {
+        matches!(self, Failure::ClosedBy { code, .. } if *code == close::BAD_FRAME)
+    }
+
     pub(crate) fn is_fatal_for_data(&self) -> bool {
         matches!(self, Failure::Core(SessionError::Diverged { .. } | SessionError::SourceGone(_)) | Failure::Source(_))
     }
@@ -60,7 +68,7 @@ pub(crate) async fn run(
     let r = session(shared, idx, &conn, shutdown).await;
     match &r {
         Ok(_) => close::close(&conn, close::SHUTDOWN, ""),
-        Err((_, Failure::Net(_) | Failure::Closed(_))) => {}
+        Err((_, Failure::Net(_) | Failure::Closed(_) | Failure::ClosedBy { .. })) => {}
         Err((_, e)) => close::close(&conn, close::PROTOCOL, &e.to_string()),
     }
     r
@@ -118,10 +126,15 @@ async fn session(
         r.epoch = req.epoch;
         r.resume_pos = resume_pos;
         r.sessions += 1;
+        // The receiver's word now: written may have gone back if it lost
+        // unflushed bytes in a crash; flushed never does.
         r.sent = resume_pos;
-        r.written = r.written.max(resume_pos);
-        r.flushed = r.flushed.max(resume_pos);
-        r.applied = r.applied.max(resume_pos);
+        r.written = resume_pos;
+        r.flushed = resume_pos;
+        r.applied = resume_pos;
+        for level in &mut r.levels {
+            level.reset(resume_pos);
+        }
     });
     stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| {
         match (&e, conn.close_reason()) {
@@ -285,6 +298,7 @@ async fn stream(
         }
         if acked {
             publish(shared, idx, &core, frames, bytes);
+            (frames, bytes) = (0, 0);
             shared.release();
             last_publish = Instant::now();
         }
@@ -298,16 +312,18 @@ async fn stream(
                 bytes += n;
                 if last_publish.elapsed() > Duration::from_millis(50) {
                     publish(shared, idx, &core, frames, bytes);
+                    (frames, bytes) = (0, 0);
                     last_publish = Instant::now();
                 }
             }
             None => {
                 publish(shared, idx, &core, frames, bytes);
+                (frames, bytes) = (0, 0);
                 tokio::select! {
                     m = ack_rx.recv() => match m {
                         Some(m) => {
                             handle_ack(&mut core, m, conn)?;
-                            publish(shared, idx, &core, frames, bytes);
+                            publish(shared, idx, &core, 0, 0);
                             shared.release();
                         }
                         None => return Err(closed_reason(conn)),
@@ -344,20 +360,28 @@ fn handle_ack(
 
 fn publish(shared: &Shared, idx: usize, core: &SenderSession, frames: u64, bytes: u64) {
     let p = core.positions();
+    let now = Instant::now();
     shared.update(idx, |r| {
+        if (r.written, r.flushed, r.applied) != (p.written, p.flushed, p.applied) {
+            // Lock order: receivers, then lag.
+            let t = lock(&shared.lag);
+            r.levels[WRITE].advance(&t, p.written, now);
+            r.levels[FLUSH].advance(&t, p.flushed, now);
+            r.levels[APPLY].advance(&t, p.applied, now);
+        }
         r.sent = p.sent;
         r.written = p.written;
         r.flushed = p.flushed;
         r.applied = p.applied;
-        r.frames_sent = r.frames_sent.max(frames);
-        r.bytes_sent = bytes;
+        r.frames_sent += frames;
+        r.bytes_sent += bytes;
     });
 }
 
 fn closed_reason(conn: &walship_net::Connection) -> Failure {
     match conn.close_reason() {
         Some(e) => match close::peer_close(&e) {
-            Some((_, reason)) => Failure::Closed(format!("receiver closed the connection: {reason}")),
+            Some((code, reason)) => Failure::ClosedBy { code, reason },
             None => Failure::Closed(format!("connection lost: {e}")),
         },
         None => Failure::Closed("receiver closed the control stream".into()),

@@ -34,11 +34,14 @@ pub struct FlushPolicy {
     pub interval: Duration,
     /// Flush when this many bytes are unflushed, even if the queue never drains.
     pub max_unflushed: u64,
+    /// Test hook: sleep this long before every flush, to prove that a slow
+    /// disk shows up in the reported lag. Zero in production.
+    pub debug_delay: Duration,
 }
 
 impl Default for FlushPolicy {
     fn default() -> Self {
-        FlushPolicy { interval: Duration::from_millis(20), max_unflushed: 64 << 20 }
+        FlushPolicy { interval: Duration::from_millis(20), max_unflushed: 64 << 20, debug_delay: Duration::ZERO }
     }
 }
 
@@ -62,6 +65,9 @@ pub fn run(
                 report_written(&mirror, &mut reported, &events);
                 // The queue drained: make what we have durable before waiting.
                 if mirror.unflushed_bytes() > 0 {
+                    if !policy.debug_delay.is_zero() {
+                        std::thread::sleep(policy.debug_delay);
+                    }
                     if let Err(e) = flush(&mut mirror, &events) {
                         let _ = events.send(StoreEvent::Failed(e.to_string()));
                         break;

@@ -6,6 +6,8 @@
 //! a virtual one in simulation), bytes come in as [`bytes::Bytes`], and
 //! decisions go out through `poll_*` methods.
 pub mod frame;
+pub mod histogram;
+pub mod lag;
 pub mod pos;
 pub mod proto;
 pub mod segment;

@@ -28,6 +28,8 @@ const MIN_POLL: Duration = Duration::from_millis(1);
 struct Shared {
     notify: Notify,
     last_event: Mutex<Option<Instant>>,
+    /// The first event since [`Watcher::take_first_event`] last ran.
+    first_event: Mutex<Option<Instant>>,
 }
 
 /// Tells when the WAL directory may have changed.
@@ -107,6 +109,13 @@ impl Watcher {
         *self.shared.last_event.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The first file event since the previous call, and forget it: the
+    /// earliest moment the bytes a refresh then finds can have been seen,
+    /// for detection delay and for honest "observed at" times.
+    pub fn take_first_event(&self) -> Option<Instant> {
+        self.shared.first_event.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
     /// Whether changes are noticed only by polling.
     pub fn is_polling_only(&self) -> bool {
         self.inner.is_none()
@@ -135,7 +144,9 @@ fn start_watcher(dir: &Path, shared: Arc<Shared>) -> notify::Result<RecommendedW
             if matches!(event.kind, EventKind::Access(AccessKind::Open(_) | AccessKind::Read)) {
                 return;
             }
-            *shared.last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            let now = Instant::now();
+            *shared.last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+            shared.first_event.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(now);
             shared.notify.notify_one();
         }
         Err(e) => {

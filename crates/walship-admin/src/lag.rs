@@ -1,0 +1,127 @@
+//! The `/v1/lag` JSON report (fields as in ARCHITECTURE.md and
+//! docs/monitoring.md). Positions are unsigned integers (`*_pos`); lags are
+//! seconds as floats, and exactly 0 when caught up.
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::Role;
+
+/// The sender's report.
+#[derive(Debug, Serialize)]
+pub struct SenderLag {
+    pub role: &'static str,
+    pub source: Source,
+    pub receivers: Vec<ReceiverLag>,
+    pub sync: Sync,
+    pub rpo_exposure_seconds: f64,
+    pub rpo_target_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Source {
+    pub id: String,
+    pub format: &'static str,
+    pub end_pos: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiverLag {
+    pub name: String,
+    pub state: &'static str,
+    pub sent_pos: u64,
+    pub write_pos: u64,
+    pub flush_pos: u64,
+    pub apply_pos: u64,
+    pub lag_bytes: u64,
+    pub write_lag_seconds: f64,
+    pub flush_lag_seconds: f64,
+    pub apply_lag_seconds: f64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Sync {
+    pub quorum: u32,
+    pub level: &'static str,
+    pub state: &'static str,
+    pub quorum_pos: u64,
+}
+
+/// The receiver's report.
+#[derive(Debug, Serialize)]
+pub struct ReceiverReport {
+    pub role: &'static str,
+    pub source: ReceiverSource,
+    pub written_pos: u64,
+    pub flushed_pos: u64,
+    pub applied_pos: u64,
+    pub seconds_since_last_frame: Option<f64>,
+    pub sessions: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiverSource {
+    pub id: Option<String>,
+    pub connected: bool,
+}
+
+/// The report for `role`, computed now.
+pub fn report(role: &Role) -> serde_json::Value {
+    let v = match role {
+        Role::Sender(h) => serde_json::to_value(sender(h)),
+        Role::Receiver(h) => serde_json::to_value(receiver(h)),
+    };
+    v.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+fn sender(h: &walship_agent::SenderHandle) -> SenderLag {
+    let s = h.snapshot();
+    SenderLag {
+        role: "sender",
+        source: Source {
+            id: s.source_id.clone(),
+            format: s.format,
+            end_pos: s.end.get(),
+            error: s.source_error.clone(),
+        },
+        receivers: s
+            .receivers
+            .iter()
+            .zip(&s.lags)
+            .map(|(r, l)| ReceiverLag {
+                name: r.label.clone(),
+                state: r.state.as_str(),
+                sent_pos: r.sent.get(),
+                write_pos: r.written.get(),
+                flush_pos: r.flushed.get(),
+                apply_pos: r.applied.get(),
+                lag_bytes: l.lag_bytes,
+                write_lag_seconds: l.write.as_secs_f64(),
+                flush_lag_seconds: l.flush.as_secs_f64(),
+                apply_lag_seconds: l.apply.as_secs_f64(),
+                reconnects: r.reconnects,
+                last_error: r.last_error.clone(),
+            })
+            .collect(),
+        sync: Sync { quorum: 0, level: "flush", state: "async", quorum_pos: s.quorum_pos.get() },
+        rpo_exposure_seconds: s.rpo_exposure.as_secs_f64(),
+        rpo_target_seconds: s.rpo_target.map(|t| t.as_secs_f64()),
+    }
+}
+
+fn receiver(h: &walship_agent::ReceiverHandle) -> ReceiverReport {
+    let st = h.stats();
+    ReceiverReport {
+        role: "receiver",
+        source: ReceiverSource { id: st.source_id.clone(), connected: st.connected },
+        written_pos: st.written_pos.get(),
+        flushed_pos: st.flushed_pos.get(),
+        // Applying is "durable in the mirror" until an apply step exists.
+        applied_pos: st.flushed_pos.get(),
+        seconds_since_last_frame: st.last_frame_at.map(|t| Instant::now().saturating_duration_since(t).as_secs_f64()),
+        sessions: st.sessions_accepted,
+    }
+}
