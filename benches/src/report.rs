@@ -163,6 +163,11 @@ impl Report {
                     None => "",
                 }
             );
+            let l = &r.admin_latency;
+            println!(
+                "{name}: GET /v1/lag while shipping: {} requests, {} failed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                l.requests, l.failures, l.p50_ms, l.p99_ms, l.max_ms
+            );
         }
         if let Some(b) = &self.b {
             println!(

@@ -40,6 +40,42 @@ pub struct ShipResult {
     pub rss: RssReport,
     /// `Some(true)` when `--verify` found the mirror identical to the source.
     pub verified: Option<bool>,
+    /// Latency of `GET /v1/lag` on the sender while it shipped.
+    pub admin_latency: AdminLatency,
+}
+
+/// Response times of the admin endpoint under load, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdminLatency {
+    pub requests: usize,
+    pub failures: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// GETs `url` every 10 ms until told to stop.
+fn probe_admin(url: &str, running: &std::sync::atomic::AtomicBool) -> AdminLatency {
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    let mut ms = Vec::new();
+    let mut failures = 0;
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        match agent.get(url).call().and_then(|mut r| r.body_mut().read_to_string()) {
+            Ok(_) => ms.push(t.elapsed().as_secs_f64() * 1e3),
+            Err(_) => failures += 1,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |q: f64| ms.get(((ms.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::NAN);
+    AdminLatency {
+        requests: ms.len(),
+        failures,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        max_ms: ms.last().copied().unwrap_or(f64::NAN),
+    }
 }
 
 /// Ships `p.total` bytes into a new mirror at `mirror` (the receiver creates
@@ -77,6 +113,18 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
     })
     .context("starting the sender")?;
     let handle = sender.handle();
+    // The admin endpoint, polled from a plain thread while shipping at full
+    // speed: does /v1/lag stay responsive?
+    let admin = walship_admin::AdminServer::bind("127.0.0.1:0".parse()?, walship_admin::Role::Sender(handle.clone()))
+        .await
+        .context("binding the admin endpoint")?;
+    let admin_url = format!("http://{}/v1/lag", admin.local_addr()?);
+    let admin_task = tokio::spawn(admin.run(shutdown.clone()));
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probe = {
+        let probing = probing.clone();
+        std::thread::spawn(move || probe_admin(&admin_url, &probing))
+    };
     let send_task = tokio::spawn(sender.run(shutdown.clone()));
 
     let mut handshake_secs = None;
@@ -103,7 +151,10 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let rss = sampler.stop();
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let admin_latency = probe.join().map_err(|_| anyhow::anyhow!("admin probe panicked"))?;
     shutdown.cancel();
+    let _ = admin_task.await;
     send_task.await.context("sender task")?.context("sender")?;
     recv_task.await.context("receiver task")?.context("receiver")?;
     let (elapsed, frames_sent, reconnects) = outcome?;
@@ -128,5 +179,6 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
         reconnects,
         rss,
         verified,
+        admin_latency,
     })
 }

@@ -5,6 +5,8 @@
 //! Waiting is always for something a process or the mirror reports (a log
 //! line, the control file's durable position), polled with a deadline;
 //! nothing sleeps a fixed time and hopes.
+pub mod browser;
+pub mod http;
 pub mod proc;
 pub mod writer;
 
@@ -75,9 +77,15 @@ impl Env {
 
     /// Starts a receiver on `listen` (e.g. `127.0.0.1:0`) and waits until it listens.
     pub fn receiver(&self, name: &str, listen: &str) -> Proc {
+        self.receiver_with(name, listen, &[])
+    }
+
+    /// Starts a receiver on `listen` with `extra` arguments and waits until it listens.
+    pub fn receiver_with(&self, name: &str, listen: &str, extra: &[&str]) -> Proc {
         let mut args = vec!["receive".to_string(), "--listen".into(), listen.into(), "--dir".into()];
         args.push(self.mirror.display().to_string());
         args.extend(self.server_tls());
+        args.extend(extra.iter().map(|s| s.to_string()));
         let p = Proc::spawn(name, &args, &self.path(&format!("{name}.log")));
         p.wait_log("receiver listening", Duration::from_secs(30));
         p
