@@ -91,6 +91,17 @@ impl Env {
         p
     }
 
+    /// Runs `walship verify` on this environment's WAL and mirror.
+    pub fn verify(&self) -> std::process::Output {
+        std::process::Command::new(walship_bin())
+            .args(["verify", "--wal-dir"])
+            .arg(&self.wal)
+            .arg("--mirror")
+            .arg(&self.mirror)
+            .output()
+            .expect("run walship verify")
+    }
+
     /// Starts a sender shipping `self.wal` to `to`.
     pub fn sender(&self, name: &str, to: &str, extra: &[&str]) -> Proc {
         let mut args = vec!["send".to_string(), "--wal-dir".into(), self.wal.display().to_string()];

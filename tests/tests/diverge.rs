@@ -34,13 +34,7 @@ fn a_rewritten_source_is_detected_on_resume_and_by_verify() {
     let refused = recv.wait_log("diverged", T);
     assert!(refused.contains("mirror has diverged"), "the receiver hears why: {refused}");
 
-    let out = std::process::Command::new(walship_tests::walship_bin())
-        .args(["verify", "--wal-dir"])
-        .arg(&env.wal)
-        .arg("--mirror")
-        .arg(&env.mirror)
-        .output()
-        .expect("run verify");
+    let out = env.verify();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "verify exits 1 on a mismatch: {stdout}");
     assert!(stdout.contains(&at.to_string()), "verify names the first differing position {at}: {stdout}");

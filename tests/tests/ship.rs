@@ -29,13 +29,7 @@ fn ships_256_mib_from_a_concurrent_writer_across_many_segments() {
     let data_segments: Vec<_> = source.iter().filter(|(_, len, _)| *len > 0).cloned().collect();
     let mirror = file_crcs(&env.mirror, |n| !n.ends_with(".partial") && !n.starts_with("walship."));
     assert_eq!(mirror, data_segments, "complete mirror segments must equal the source's");
-    let out = std::process::Command::new(walship_tests::walship_bin())
-        .args(["verify", "--wal-dir"])
-        .arg(&env.wal)
-        .arg("--mirror")
-        .arg(&env.mirror)
-        .output()
-        .expect("run verify");
+    let out = env.verify();
     assert!(out.status.success(), "verify failed: {}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("identical"));
 
