@@ -92,6 +92,13 @@ impl LagTracker {
         self.observed_at(newest).map(|t| now.saturating_duration_since(t))
     }
 
+    /// The observation times of the ranges that end in `(from, to]`: the
+    /// ranges an ack moving a position from `from` to `to` completes.
+    pub fn completed(&self, from: Position, to: Position) -> impl Iterator<Item = Instant> + '_ {
+        let first = self.points.partition_point(|(end, _)| *end <= from);
+        self.points.range(first..).take_while(move |(end, _)| *end <= to).map(|p| p.1)
+    }
+
     /// Every receiver has everything below `pos` at every level.
     pub fn forget_before(&mut self, pos: Position) {
         // Keep the last point even when covered: it marks the end.
@@ -127,15 +134,30 @@ pub struct LevelLag {
 }
 
 impl LevelLag {
-    /// The level's position moved to `pos` (an ack); records a sample.
+    /// The level's position moved to `pos` (an ack). Records one sample per
+    /// observed range the ack completes, so that an ack covering five
+    /// writes counts five latencies, the oldest included, rather than only
+    /// the newest; when it completes none (it ends inside a range), one
+    /// sample for the newest byte it covers.
     pub fn advance(&mut self, tracker: &LagTracker, pos: Position, now: Instant) {
         if pos <= self.pos {
             return;
         }
-        self.pos = pos;
-        if let Some(s) = tracker.sample(pos, now) {
+        let from = std::mem::replace(&mut self.pos, pos);
+        let mut newest = None;
+        for t in tracker.completed(from, pos) {
+            let s = now.saturating_duration_since(t);
             self.histogram.record(s.as_secs_f64());
-            self.last_sample = Some(s);
+            newest = Some(s);
+        }
+        if newest.is_none() {
+            newest = tracker.sample(pos, now);
+            if let Some(s) = newest {
+                self.histogram.record(s.as_secs_f64());
+            }
+        }
+        if newest.is_some() {
+            self.last_sample = newest;
         }
     }
 
@@ -212,6 +234,28 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.end(), Position(20));
         assert_eq!(t.age(Position(20), t0 + ms(5)), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_ack_covering_several_writes_samples_each_of_them() {
+        let t0 = Instant::now();
+        let mut t = LagTracker::new(16);
+        for i in 1..=5u64 {
+            t.observe(Position(i * 100), t0 + ms(i * 10));
+        }
+        let mut l = LevelLag::default();
+        l.advance(&t, Position(500), t0 + ms(60));
+        let mut h = crate::histogram::Histogram::default();
+        for s in [50, 40, 30, 20, 10] {
+            h.record(ms(s).as_secs_f64());
+        }
+        assert_eq!(l.histogram, h, "one sample per completed write, the oldest (50 ms) included");
+        assert_eq!(l.last_sample, Some(ms(10)));
+        // An ack ending inside a range completes none: one sample for its newest byte.
+        t.observe(Position(1000), t0 + ms(70));
+        l.advance(&t, Position(700), t0 + ms(75));
+        assert_eq!(l.histogram.count(), 6);
+        assert_eq!(l.last_sample, Some(ms(5)));
     }
 
     #[test]
