@@ -11,6 +11,7 @@ pub mod lag;
 pub mod pos;
 pub mod proto;
 pub mod segment;
+pub mod sync;
 
 pub use pos::{Lsn, ParsePositionError, Position};
 pub use segment::{SegmentName, SegmentNameError};
