@@ -110,6 +110,11 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
         rpo_target: None,
+        sync: walship_core::sync::SyncConfig {
+            quorum: 0,
+            level: walship_core::sync::AckLevel::Flush,
+            timeout: Some(Duration::from_secs(10)),
+        },
     })
     .context("starting the sender")?;
     let handle = sender.handle();

@@ -36,6 +36,25 @@ pub enum Command {
     Demo(DemoArgs),
     /// Show receivers, positions, lag and sync state from an admin endpoint.
     Status(StatusArgs),
+    /// Block until a position (default: the WAL end now) is durable on the sender's quorum.
+    /// Exit 0 durable, 3 semi-sync degraded, 4 --timeout passed, 2 error.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Admin endpoint of the sender, HOST:PORT.
+    #[arg(long, env = "WALSHIP_ADMIN")]
+    pub admin: String,
+    /// Position to wait for: decimal bytes or PostgreSQL X/Y (default: the WAL end at the call).
+    #[arg(long, conflicts_with = "segment", value_parser = parse_position)]
+    pub position: Option<walship_core::Position>,
+    /// Wait for this whole segment (e.g. PostgreSQL's archive_command %f).
+    #[arg(long)]
+    pub segment: Option<String>,
+    /// Give up after this long (exit 4).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +178,15 @@ pub struct SendArgs {
     /// Recovery point objective: count the seconds RPO exposure is within and over it (metrics).
     #[arg(long, env = "WALSHIP_RPO_TARGET", value_parser = parse_duration)]
     pub rpo_target: Option<Duration>,
+    /// Receivers that must have a position before a wait returns durable (0 = async).
+    #[arg(long, env = "WALSHIP_SYNC_QUORUM", default_value_t = 0)]
+    pub sync_quorum: u32,
+    /// What "have" means: write, flush (fdatasync) or apply.
+    #[arg(long, env = "WALSHIP_SYNC_LEVEL", default_value = "flush", value_parser = parse_level)]
+    pub sync_level: walship_core::sync::AckLevel,
+    /// How long a wait may block before semi-sync degrades to async; `never` waits forever.
+    #[arg(long, env = "WALSHIP_SYNC_TIMEOUT", default_value = "10s", value_parser = parse_sync_timeout)]
+    pub sync_timeout: SyncTimeout,
     /// Longest reconnect delay.
     #[arg(long, env = "WALSHIP_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
@@ -220,6 +248,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 10s, 2m)"))
 }
 
+/// `--sync-timeout`: a duration, or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncTimeout(pub Option<Duration>);
+
+fn parse_sync_timeout(s: &str) -> Result<SyncTimeout, String> {
+    if s.trim() == "never" {
+        return Ok(SyncTimeout(None));
+    }
+    parse_duration(s).map(|d| SyncTimeout(Some(d)))
+}
+
+fn parse_level(s: &str) -> Result<walship_core::sync::AckLevel, String> {
+    s.trim().parse()
+}
+
+fn parse_position(s: &str) -> Result<walship_core::Position, String> {
+    s.parse().map_err(|e: walship_core::ParsePositionError| e.to_string())
+}
+
 fn parse_glob(s: &str) -> Result<glob::Pattern, String> {
     glob::Pattern::new(s).map_err(|e| format!("invalid pattern {s:?}: {e}"))
 }
@@ -238,6 +285,15 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("99999999999999999999").is_err());
         assert!(parse_size_u32("4GiB").is_err());
+    }
+
+    #[test]
+    fn sync_flags() {
+        assert_eq!(parse_sync_timeout("never"), Ok(SyncTimeout(None)));
+        assert_eq!(parse_sync_timeout("500ms"), Ok(SyncTimeout(Some(Duration::from_millis(500)))));
+        assert!(parse_sync_timeout("sometimes").is_err());
+        assert!(parse_level("fsync").is_err());
+        assert_eq!(parse_position("0/16B3"), Ok(walship_core::Position(0x16B3)));
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
         rpo_target: None,
+        sync: walship_core::sync::SyncConfig {
+            quorum: 0,
+            level: walship_core::sync::AckLevel::Flush,
+            timeout: Some(Duration::from_secs(10)),
+        },
     })?;
     let handle = sender.handle();
     let send_task = tokio::spawn(sender.run(shutdown.clone()));

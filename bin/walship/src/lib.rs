@@ -34,6 +34,7 @@ pub fn main() -> ExitCode {
         Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(a))),
         Command::Verify(a) => return verify(a),
         Command::Status(a) => status::run(&a.admin, a.watch, a.interval),
+        Command::Wait(a) => return wait(a),
         Command::Demo(a) => {
             return runtime().and_then(|rt| rt.block_on(demo::run(a))).unwrap_or_else(|e| {
                 error!("{e:#}");
@@ -177,6 +178,7 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         backoff_initial: a.reconnect_min,
         backoff_max: a.reconnect_max,
         rpo_target: a.rpo_target,
+        sync: walship_core::sync::SyncConfig { quorum: a.sync_quorum, level: a.sync_level, timeout: a.sync_timeout.0 },
     };
     let sender = Sender::new(opts).with_context(|| format!("starting the sender for {}", a.wal_dir.display()))?;
     let shutdown = shutdown_on_signal();
@@ -213,6 +215,32 @@ fn verify(a: cli::VerifyArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: verifying {} against {}: {e}", a.mirror.display(), a.wal_dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `walship wait`: one JSON line; exit 0 durable, 3 degraded, 4 timeout, 2 error.
+fn wait(a: cli::WaitArgs) -> ExitCode {
+    let mut w = match (a.position, a.segment) {
+        (Some(p), _) => walship_client::Wait::position(p.get().to_string()),
+        (None, Some(s)) => walship_client::Wait::segment(s),
+        (None, None) => walship_client::Wait::end(),
+    };
+    if let Some(t) = a.timeout {
+        w = w.timeout(t);
+    }
+    match walship_client::Client::new(&a.admin).wait(w) {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            match r.outcome {
+                walship_client::Outcome::Durable => ExitCode::SUCCESS,
+                walship_client::Outcome::Degraded => ExitCode::from(3),
+                walship_client::Outcome::Timeout => ExitCode::from(4),
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::from(2)
         }
     }

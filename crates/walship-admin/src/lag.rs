@@ -47,7 +47,11 @@ pub struct Sync {
     pub quorum: u32,
     pub level: &'static str,
     pub state: &'static str,
-    pub quorum_pos: u64,
+    /// The quorum position at the sync level among connected receivers;
+    /// null when fewer than the quorum are connected.
+    pub quorum_pos: Option<u64>,
+    pub waiting: usize,
+    pub fallbacks: u64,
 }
 
 /// The receiver's report.
@@ -106,7 +110,14 @@ fn sender(h: &walship_agent::SenderHandle) -> SenderLag {
                 last_error: r.last_error.clone(),
             })
             .collect(),
-        sync: Sync { quorum: 0, level: "flush", state: "async", quorum_pos: s.quorum_pos.get() },
+        sync: Sync {
+            quorum: s.sync.quorum,
+            level: s.sync.level.as_str(),
+            state: s.sync.state.as_str(),
+            quorum_pos: s.sync.quorum_pos.map(|p| p.get()),
+            waiting: s.sync.waiting,
+            fallbacks: s.sync.fallbacks,
+        },
         rpo_exposure_seconds: s.rpo_exposure.as_secs_f64(),
         rpo_target_seconds: s.rpo_target.map(|t| t.as_secs_f64()),
     }

@@ -5,7 +5,7 @@
 //! | `GET /metrics` | OpenMetrics text, built from a snapshot at scrape time ([`metrics`]) |
 //! | `GET /v1/lag` | JSON lag report ([`lag`]) |
 //! | `GET /healthz` | `200 ok` while serving |
-//! | `POST /v1/wait` | semi-synchronous wait (answers 501 until semi-sync exists) |
+//! | `POST /v1/wait` | semi-synchronous wait: `{"position"?, "segment"?, "timeout_ms"?}` → `{"outcome", "position", "waited_ms"}` |
 //! | `GET /` | a self-contained status page fed by `/v1/lag` |
 //!
 //! Nothing here runs on the shipping hot path: every response reads a
@@ -20,7 +20,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
-use walship_agent::{ReceiverHandle, SenderHandle};
+use walship_agent::{ReceiverHandle, SenderHandle, WaitError, WaitTarget};
+use walship_core::{Position, SegmentName};
 
 /// Which agent the endpoint reports on.
 #[derive(Debug, Clone)]
@@ -97,9 +98,64 @@ async fn lag_handler(axum::extract::State(role): axum::extract::State<Role>) -> 
     axum::Json(lag::report(&role)).into_response()
 }
 
-async fn wait_handler() -> Response {
-    let body = serde_json::json!({
-        "error": "semi-synchronous waits are not available in this version (no --sync-quorum yet)"
-    });
-    (StatusCode::NOT_IMPLEMENTED, axum::Json(body)).into_response()
+/// `POST /v1/wait` body. `position` may be a number or a string (decimal or `X/Y`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitBody {
+    position: Option<PositionArg>,
+    segment: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum PositionArg {
+    Number(u64),
+    Text(String),
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn wait_handler(axum::extract::State(role): axum::extract::State<Role>, body: axum::body::Bytes) -> Response {
+    let Role::Sender(h) = role else {
+        return json_error(StatusCode::NOT_FOUND, "waits are served by the sender's admin endpoint, not a receiver's");
+    };
+    let body: WaitBody = if body.iter().all(u8::is_ascii_whitespace) {
+        WaitBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid wait request: {e}")),
+        }
+    };
+    let target = match (body.position, body.segment) {
+        (Some(_), Some(_)) => {
+            return json_error(StatusCode::BAD_REQUEST, "give a position or a segment, not both");
+        }
+        (Some(PositionArg::Number(n)), None) => WaitTarget::Position(Position(n)),
+        (Some(PositionArg::Text(t)), None) => match t.parse::<Position>() {
+            Ok(p) => WaitTarget::Position(p),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        (None, Some(name)) => match SegmentName::new(&name) {
+            Ok(n) => WaitTarget::Segment(n),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        (None, None) => WaitTarget::End,
+    };
+    let timeout = body.timeout_ms.map(std::time::Duration::from_millis);
+    match h.wait(target, timeout).await {
+        Ok(r) => axum::Json(serde_json::json!({
+            "outcome": r.outcome.as_str(),
+            "position": r.position.get(),
+            "waited_ms": u64::try_from(r.waited.as_millis()).unwrap_or(u64::MAX),
+        }))
+        .into_response(),
+        Err(e @ (WaitError::SegmentIncomplete(_) | WaitError::SegmentUnknown(_))) => {
+            json_error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

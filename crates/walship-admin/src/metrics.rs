@@ -228,6 +228,35 @@ fn sender(enc: &mut DescriptorEncoder, h: &walship_agent::SenderHandle) -> Resul
     )?;
     counters(enc, "walship_source_errors", "Failed refreshes of the WAL directory.", &one(s.source_errors))?;
     gauges(enc, "walship_lag_tracker_points", "Ranges the lag tracker holds (bounded).", &one(s.lag_points as u64))?;
+    let y = &s.sync;
+    let states: Vec<(Labels, u64)> = ["async", "sync", "degraded"]
+        .iter()
+        .map(|st| (vec![("state".to_string(), st.to_string())], u64::from(y.state.as_str() == *st)))
+        .collect();
+    gauges(enc, "walship_sync_state", "1 for the current semi-sync state (async, sync, degraded).", &states)?;
+    gauges(
+        enc,
+        "walship_sync_quorum",
+        "--sync-quorum: receivers a wait needs (0 = async).",
+        &one(u64::from(y.quorum)),
+    )?;
+    if let Some(q) = y.quorum_pos {
+        gauges(
+            enc,
+            "walship_sync_quorum_position_bytes",
+            "The quorum position at the sync level among connected receivers.",
+            &one(q.get()),
+        )?;
+    }
+    gauges(enc, "walship_sync_waiters", "Waits currently blocked.", &one(y.waiting as u64))?;
+    counters(enc, "walship_sync_fallbacks", "Times semi-sync degraded to async.", &one(y.fallbacks))?;
+    counters(enc, "walship_sync_recoveries", "Times semi-sync returned from degraded to sync.", &one(y.recoveries))?;
+    let waits: Vec<(Labels, &Histogram)> = ["durable", "degraded", "timeout"]
+        .iter()
+        .zip(y.waits.iter())
+        .map(|(o, h)| (vec![("outcome".to_string(), o.to_string())], h))
+        .collect();
+    histograms(enc, "walship_sync_wait_seconds", "How long waits took, by outcome.", &waits)?;
     Ok(())
 }
 

@@ -11,6 +11,9 @@ pub mod receiver;
 pub mod sender;
 mod sender_session;
 pub mod store_thread;
+mod sync;
+
+pub use sync::{WaitError, WaitResult, WaitTarget};
 
 pub use receiver::{Receiver, ReceiverHandle, ReceiverOptions, ReceiverStats};
 pub use sender::{ConnState, ReceiverStatus, Sender, SenderHandle, SenderOptions, SenderSnapshot, Target};

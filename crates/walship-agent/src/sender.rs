@@ -53,6 +53,8 @@ pub struct SenderOptions {
     pub backoff_max: Duration,
     /// `--rpo-target`: count seconds within and outside it.
     pub rpo_target: Option<Duration>,
+    /// `--sync-quorum`, `--sync-level`, `--sync-timeout`.
+    pub sync: walship_core::sync::SyncConfig,
 }
 
 /// Connection state of one receiver.
@@ -143,6 +145,22 @@ pub struct SenderSnapshot {
     pub source_errors: u64,
     /// Points held by the lag tracker (bounded).
     pub lag_points: usize,
+    pub sync: SyncSnapshot,
+}
+
+/// Semi-sync at the moment of a snapshot.
+#[derive(Debug, Clone)]
+pub struct SyncSnapshot {
+    pub quorum: u32,
+    pub level: walship_core::sync::AckLevel,
+    pub timeout: Option<Duration>,
+    pub state: walship_core::sync::SyncState,
+    pub quorum_pos: Option<Position>,
+    pub waiting: usize,
+    pub fallbacks: u64,
+    pub recoveries: u64,
+    /// Wait durations by outcome: durable, degraded, timeout.
+    pub waits: [Histogram; 3],
 }
 
 /// Seconds within and outside the RPO target.
@@ -164,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) lag: Mutex<LagTracker>,
     pub(crate) detection: Mutex<Histogram>,
     pub(crate) rpo: Mutex<RpoClock>,
+    pub(crate) watcher: Watcher,
+    pub(crate) sync: crate::sync::SyncShared,
 }
 
 impl Shared {
@@ -194,15 +214,18 @@ impl Shared {
         }
     }
 
-    /// The best flushed position among receivers (the async "quorum").
-    pub(crate) fn quorum_pos(receivers: &[ReceiverStatus]) -> Position {
-        receivers.iter().map(|r| r.flushed).max().unwrap_or_default()
+    /// The position flushed on the quorum (async: the best receiver), over
+    /// every receiver's last known flushed position — a receiver that is
+    /// disconnected still holds what it flushed. For RPO exposure.
+    pub(crate) fn quorum_pos(&self, receivers: &[ReceiverStatus]) -> Position {
+        let flushed: Vec<Position> = receivers.iter().map(|r| r.flushed).collect();
+        walship_core::sync::SyncTracker::quorum_of(self.opts.sync.quorum, &flushed).unwrap_or_default()
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> SenderSnapshot {
         let receivers = lock(&self.receivers).clone();
         let end = *self.end.borrow();
-        let quorum_pos = Self::quorum_pos(&receivers);
+        let quorum_pos = self.quorum_pos(&receivers);
         let (lags, rpo_exposure, lag_points) = {
             let t = lock(&self.lag);
             let lags = receivers
@@ -232,6 +255,21 @@ impl Shared {
             source_error: lock(&self.source_error).clone(),
             source_errors: rpo.errors,
             lag_points,
+            sync: {
+                let t = lock(&self.sync.tracker);
+                let cfg = t.config();
+                SyncSnapshot {
+                    quorum: cfg.quorum,
+                    level: cfg.level,
+                    timeout: cfg.timeout,
+                    state: t.state(),
+                    quorum_pos: t.quorum_pos(),
+                    waiting: t.waiting(),
+                    fallbacks: t.fallbacks(),
+                    recoveries: t.recoveries(),
+                    waits: lock(&self.sync.waits).clone(),
+                }
+            },
         }
     }
 }
@@ -247,6 +285,10 @@ impl std::fmt::Debug for SenderHandle {
 }
 
 impl SenderHandle {
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.0
+    }
+
     /// The current state, with lags computed now.
     pub fn snapshot(&self) -> SenderSnapshot {
         self.0.snapshot(Instant::now())
@@ -256,7 +298,6 @@ impl SenderHandle {
 /// A sender, ready to [`run`](Sender::run).
 pub struct Sender {
     shared: Arc<Shared>,
-    watcher: Watcher,
 }
 
 impl std::fmt::Debug for Sender {
@@ -284,6 +325,14 @@ impl Sender {
                 opts.max_inflight, opts.max_frame
             )));
         }
+        if opts.sync.quorum as usize > opts.targets.len() {
+            return Err(AgentError::Config(format!(
+                "--sync-quorum {} needs at least that many receivers, but only {} --to given",
+                opts.sync.quorum,
+                opts.targets.len()
+            )));
+        }
+        let sync = opts.sync;
         let tailer = Tailer::open(&opts.wal_dir, opts.tailer.clone())?;
         let watcher = Watcher::new(&opts.wal_dir, opts.poll_interval, Duration::from_millis(1))?;
         if watcher.is_polling_only() {
@@ -326,8 +375,10 @@ impl Sender {
             lag: Mutex::new(lag),
             detection: Mutex::new(Histogram::default()),
             rpo: Mutex::new(RpoClock::default()),
+            watcher,
+            sync: crate::sync::SyncShared::new(sync),
         });
-        Ok(Sender { shared, watcher })
+        Ok(Sender { shared })
     }
 
     /// A handle for snapshots.
@@ -337,7 +388,7 @@ impl Sender {
 
     /// Ships until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
-        let Sender { shared, watcher } = self;
+        let Sender { shared } = self;
         info!(
             wal_dir = %shared.opts.wal_dir.display(),
             source_id = %shared.opts.source_id,
@@ -356,25 +407,40 @@ impl Sender {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { rpo_clock(&shared, &shutdown).await });
         }
-        source_loop(&shared, watcher, &shutdown).await;
+        {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { crate::sync::timer(&shared, &shutdown).await });
+        }
+        source_loop(&shared, &shutdown).await;
         while tasks.join_next().await.is_some() {}
         info!("sender stopped");
         Ok(())
     }
 }
 
-async fn source_loop(shared: &Shared, watcher: Watcher, shutdown: &CancellationToken) {
+async fn source_loop(shared: &Shared, shutdown: &CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = watcher.changed() => {}
+            _ = shared.watcher.changed() => {}
         }
+        let _ = shared.refresh_source();
+    }
+}
+
+impl Shared {
+    /// Re-reads the WAL directory; when it grew, records when the new bytes
+    /// were first observed, publishes the new end and lets semi-sync see it.
+    /// Returns the end. Called by the source loop and, for a wait without a
+    /// position, by the wait itself, so the end is read fresh at the call.
+    pub(crate) fn refresh_source(&self) -> Result<Position, walship_source::SourceError> {
         // The first file event since the last refresh is the earliest moment
         // the bytes this refresh finds can have been seen.
-        let first_event = watcher.take_first_event();
+        let first_event = self.watcher.take_first_event();
         let before = Instant::now();
         let r = {
-            let mut t = lock(&shared.tailer);
+            let mut t = lock(&self.tailer);
             t.refresh().map(|changed| (changed, t.end()))
         };
         match r {
@@ -383,23 +449,26 @@ async fn source_loop(shared: &Shared, watcher: Watcher, shutdown: &CancellationT
                     let now = Instant::now();
                     let observed = first_event.filter(|t| *t <= before).unwrap_or(before);
                     if let Some(ev) = first_event {
-                        lock(&shared.detection).record(now.saturating_duration_since(ev).as_secs_f64());
+                        lock(&self.detection).record(now.saturating_duration_since(ev).as_secs_f64());
                     }
-                    lock(&shared.lag).observe(end, observed);
-                    shared.end.send_replace(end);
+                    lock(&self.lag).observe(end, observed);
+                    self.end.send_replace(end);
+                    self.sync_update(now);
                 }
-                if let Some(prev) = lock(&shared.source_error).take() {
+                if let Some(prev) = lock(&self.source_error).take() {
                     info!("wal directory readable again (was: {prev})");
                 }
+                Ok(end)
             }
             Err(e) => {
-                lock(&shared.rpo).errors += 1;
+                lock(&self.rpo).errors += 1;
                 let msg = e.to_string();
-                let mut cur = lock(&shared.source_error);
+                let mut cur = lock(&self.source_error);
                 if cur.as_deref() != Some(msg.as_str()) {
                     error!("{msg}");
                     *cur = Some(msg);
                 }
+                Err(e)
             }
         }
     }
@@ -456,6 +525,8 @@ async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: 
             r.state = ConnState::Backoff;
             r.reconnects += 1;
         });
+        // One receiver fewer: the quorum may have moved.
+        shared.sync_update(Instant::now());
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
@@ -491,7 +562,7 @@ async fn rpo_clock(shared: &Shared, shutdown: &CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        let quorum = Shared::quorum_pos(&lock(&shared.receivers));
+        let quorum = shared.quorum_pos(&lock(&shared.receivers));
         let exposure = lock(&shared.lag).age(quorum, now);
         let dt = now.duration_since(last).as_secs_f64();
         last = now;

@@ -136,6 +136,7 @@ async fn session(
             level.reset(resume_pos);
         }
     });
+    shared.sync_update(Instant::now());
     stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| {
         match (&e, conn.close_reason()) {
             (Failure::Net(_), Some(_)) => (true, closed_reason(conn)),
@@ -376,6 +377,7 @@ fn publish(shared: &Shared, idx: usize, core: &SenderSession, frames: u64, bytes
         r.frames_sent += frames;
         r.bytes_sent += bytes;
     });
+    shared.sync_update(now);
 }
 
 fn closed_reason(conn: &walship_net::Connection) -> Failure {

@@ -1,0 +1,205 @@
+//! Semi-sync in the sender runtime: drives the core's [`SyncTracker`] from
+//! acks, source growth, connection changes and a deadline timer, and hands
+//! each finished wait to the caller waiting for it.
+//!
+//! Lock order: `receivers`, then `lag`; the tracker's lock is taken alone
+//! (never while holding `receivers`).
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use walship_core::histogram::Histogram;
+use walship_core::sync::{AckLevel, Released, SyncConfig, SyncEvent, SyncTracker, WaitId, WaitOutcome};
+use walship_core::{Position, SegmentName};
+
+use crate::receiver::lock;
+use crate::sender::{ConnState, SenderHandle, Shared};
+
+/// The sender's semi-sync state.
+#[derive(Debug)]
+pub(crate) struct SyncShared {
+    pub(crate) tracker: Mutex<SyncTracker>,
+    waiters: Mutex<HashMap<WaitId, oneshot::Sender<Released>>>,
+    wake: Notify,
+    /// Wait durations by outcome: durable, degraded, timeout.
+    pub(crate) waits: Mutex<[Histogram; 3]>,
+}
+
+impl SyncShared {
+    pub(crate) fn new(cfg: SyncConfig) -> Self {
+        SyncShared {
+            tracker: Mutex::new(SyncTracker::new(cfg)),
+            waiters: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            waits: Mutex::new(Default::default()),
+        }
+    }
+}
+
+/// What to wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitTarget {
+    /// Everything in the WAL at the moment of the call (read fresh).
+    End,
+    /// Everything below this position.
+    Position(Position),
+    /// The whole of this segment (it must be complete: a later one exists).
+    Segment(SegmentName),
+}
+
+/// A finished wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitResult {
+    pub outcome: WaitOutcome,
+    pub position: Position,
+    pub waited: Duration,
+}
+
+/// Why a wait could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// Reading the WAL directory failed.
+    #[error(transparent)]
+    Source(#[from] walship_source::SourceError),
+    /// The segment is still being written.
+    #[error("segment {0} is not complete yet (no later segment exists)")]
+    SegmentIncomplete(SegmentName),
+    /// No such segment in the WAL directory.
+    #[error("segment {0} is not in the wal directory")]
+    SegmentUnknown(SegmentName),
+    /// The sender is shutting down.
+    #[error("the sender is shutting down")]
+    ShuttingDown,
+}
+
+fn outcome_index(o: WaitOutcome) -> usize {
+    match o {
+        WaitOutcome::Durable => 0,
+        WaitOutcome::Degraded => 1,
+        WaitOutcome::Timeout => 2,
+    }
+}
+
+fn level_pos(r: &crate::sender::ReceiverStatus, level: AckLevel) -> Position {
+    match level {
+        AckLevel::Write => r.written,
+        AckLevel::Flush => r.flushed,
+        AckLevel::Apply => r.applied,
+    }
+}
+
+impl Shared {
+    /// Recomputes the quorum position from the streaming receivers and
+    /// releases what it covers. Call after acks, growth and state changes.
+    pub(crate) fn sync_update(&self, now: Instant) {
+        let cfg = self.opts.sync;
+        let positions: Vec<Position> = lock(&self.receivers)
+            .iter()
+            .filter(|r| r.state == ConnState::Streaming)
+            .map(|r| level_pos(r, cfg.level))
+            .collect();
+        let quorum = SyncTracker::quorum_of(cfg.quorum, &positions);
+        let end = *self.end.borrow();
+        let mut t = lock(&self.sync.tracker);
+        t.update(quorum, end, now);
+        self.deliver(&mut t);
+    }
+
+    /// Hands finished waits to their callers; logs state changes.
+    fn deliver(&self, t: &mut SyncTracker) {
+        while let Some(r) = t.poll_released() {
+            lock(&self.sync.waits)[outcome_index(r.outcome)].record(r.waited.as_secs_f64());
+            if let Some(tx) = lock(&self.sync.waiters).remove(&r.id) {
+                let _ = tx.send(r);
+            }
+        }
+        while let Some(ev) = t.poll_event() {
+            match ev {
+                SyncEvent::Degraded(reason) => warn!("semi-sync degraded to async: {reason}"),
+                SyncEvent::Recovered => info!("semi-sync restored: the quorum caught up with the end of the wal"),
+            }
+        }
+    }
+
+    async fn wait(&self, target: WaitTarget, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        let position = match target {
+            WaitTarget::End => self.refresh_source()?,
+            WaitTarget::Position(p) => p,
+            WaitTarget::Segment(name) => {
+                self.refresh_source()?;
+                let t = lock(&self.tailer);
+                match t.segments().iter().find(|s| s.name == name) {
+                    Some(s) if s.sealed => s.end(),
+                    Some(_) => return Err(WaitError::SegmentIncomplete(name)),
+                    None => return Err(WaitError::SegmentUnknown(name)),
+                }
+            }
+        };
+        let now = Instant::now();
+        self.sync_update(now);
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut t = lock(&self.sync.tracker);
+            let id = t.register(position, timeout, now);
+            lock(&self.sync.waiters).insert(id, tx);
+            self.deliver(&mut t);
+            id
+        };
+        self.sync.wake.notify_one();
+        let guard = CancelOnDrop { shared: self, id: Some(id) };
+        let r = rx.await.map_err(|_| WaitError::ShuttingDown)?;
+        std::mem::forget(guard);
+        Ok(WaitResult { outcome: r.outcome, position: r.position, waited: r.waited })
+    }
+}
+
+/// Forgets a waiter whose caller went away (an HTTP client hung up).
+struct CancelOnDrop<'a> {
+    shared: &'a Shared,
+    id: Option<WaitId>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            lock(&self.shared.sync.tracker).cancel(id);
+            lock(&self.shared.sync.waiters).remove(&id);
+        }
+    }
+}
+
+/// Expires waits at their deadlines.
+pub(crate) async fn timer(shared: &Shared, shutdown: &CancellationToken) {
+    loop {
+        let deadline = lock(&shared.sync.tracker).poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = shared.sync.wake.notified() => {}
+            _ = sleep => {
+                let mut t = lock(&shared.sync.tracker);
+                t.handle_timeout(Instant::now());
+                shared.deliver(&mut t);
+            }
+        }
+    }
+    // Nobody will release the remaining waiters: their callers get ShuttingDown.
+    lock(&shared.sync.waiters).clear();
+}
+
+impl SenderHandle {
+    /// Blocks until `target` is on the quorum at the configured level, the
+    /// sender degrades (`Degraded`), or `timeout` passes (`Timeout`).
+    /// Cancel-safe: dropping the future forgets the wait.
+    pub async fn wait(&self, target: WaitTarget, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        self.shared().wait(target, timeout).await
+    }
+}
