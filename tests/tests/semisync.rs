@@ -96,10 +96,8 @@ fn quorum_of_two_survives_one_loss_degrades_on_two_and_recovers() {
     assert_eq!(lag["sync"]["state"], "degraded");
 
     // Both come back on their old addresses: sync again without restarting the sender.
-    for i in 0..2 {
-        let addr = rs[i].addr.clone();
-        let again = start_receiver(&env, i, &addr);
-        rs[i].proc = again.proc;
+    for (i, r) in rs.iter_mut().enumerate().take(2) {
+        r.proc = start_receiver(&env, i, &r.addr.clone()).proc;
     }
     sender.wait_log("semi-sync restored", T);
     append(&env, 10_000);
