@@ -89,6 +89,7 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
         name: "bench-receiver".into(),
         max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
         flush: FlushPolicy::default(),
+        apply_command: None,
     })
     .context("starting the receiver")?;
     let addr = receiver.local_addr()?;

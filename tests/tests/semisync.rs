@@ -148,3 +148,47 @@ fn sync_timeout_never_blocks_until_a_receiver_appears_and_catches_up() {
     assert_eq!(j["position"], 50_000);
     assert_eq!(walship_tests::mirror_durable(&r.dir), 50_000, "durable on the receiver when the wait returned");
 }
+
+#[test]
+fn a_failing_apply_command_holds_the_apply_position_and_is_retried() {
+    let env = Env::new();
+    let gate = env.path("archive-mounted");
+    let archive = env.path("archive");
+    std::fs::create_dir_all(&archive).expect("archive dir");
+    // Fails, saying why on stderr, until the "archive" is mounted.
+    let cmd = format!(
+        "test -e {} || {{ echo 'archive volume not mounted' >&2; exit 7; }}; cp %p {}/%f",
+        gate.display(),
+        archive.display()
+    );
+    let recv = env.receiver_with("receiver", "127.0.0.1:0", &["--apply-command", &cmd, "--admin-addr", "127.0.0.1:0"]);
+    let to = field(&recv.wait_log("receiver listening", T), "listen").expect("listen");
+    let sender = env.sender(
+        "sender",
+        &to,
+        &["--admin-addr", "127.0.0.1:0", "--sync-quorum", "1", "--sync-level", "apply", "--sync-timeout", "never"],
+    );
+    let admin = field(&sender.wait_log("admin endpoint listening", T), "admin").expect("admin");
+    append(&env, 64 << 10);
+    // A later segment seals seg-0001: it completes on the receiver and the apply command runs.
+    std::fs::write(env.wal.join("seg-0002"), b"next").expect("seal");
+    let err = recv.wait_log("apply command failed", T);
+    assert!(err.contains("archive volume not mounted") && err.contains("seg-0001"), "stderr is logged: {err}");
+    recv.wait_log_n("apply command failed", 2, T); // retried
+    let lag = http::lag(&admin);
+    let r = &lag["receivers"][0];
+    assert_eq!(r["flush_pos"], (64 << 10) + 4, "{r}");
+    assert_eq!(r["apply_pos"], 0, "a failing apply command does not advance apply: {r}");
+    let (code, j) = wait(&admin, &["--position", &(64u64 << 10).to_string(), "--timeout", "300ms"]);
+    assert_eq!((code, j["outcome"].as_str()), (4, Some("timeout")), "level apply waits for the command: {j}");
+
+    std::fs::write(&gate, b"").expect("mount the archive");
+    let (code, j) = wait(&admin, &["--position", &(64u64 << 10).to_string()]);
+    assert_eq!((code, j["outcome"].as_str()), (0, Some("durable")), "{j}");
+    assert_eq!(
+        std::fs::read(archive.join("seg-0001")).expect("archived"),
+        std::fs::read(env.wal.join("seg-0001")).expect("src")
+    );
+    recv.wait_log("apply command succeeded after earlier failures", T);
+    assert_eq!(http::lag(&admin)["receivers"][0]["apply_pos"], 64 << 10);
+}

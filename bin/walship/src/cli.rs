@@ -127,6 +127,10 @@ pub struct ReceiveArgs {
     /// fdatasync once this many bytes are unflushed, even under continuous load.
     #[arg(long, env = "WALSHIP_FLUSH_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub flush_bytes: u64,
+    /// Run this for every completed segment (sh -c; %f = file name, %p = path); only its success
+    /// moves the applied position, e.g. 'cp %p /archive/%f'. Failures are logged and retried.
+    #[arg(long, env = "WALSHIP_APPLY_COMMAND")]
+    pub apply_command: Option<String>,
     /// Test hook: sleep this long before each flush that follows a drained queue (proves a slow disk shows in lag).
     #[arg(long, hide = true, default_value = "0ms", value_parser = parse_duration)]
     pub debug_flush_delay: Duration,

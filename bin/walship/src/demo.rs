@@ -43,6 +43,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
         name: "demo-receiver".into(),
         max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
         flush: FlushPolicy::default(),
+        apply_command: None,
     })?;
     let addr = receiver.local_addr()?;
     let shutdown = CancellationToken::new();

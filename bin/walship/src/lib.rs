@@ -133,6 +133,7 @@ async fn receive(a: cli::ReceiveArgs) -> Result<()> {
             max_unflushed: a.flush_bytes,
             debug_delay: a.debug_flush_delay,
         },
+        apply_command: a.apply_command.clone(),
     };
     let receiver = Receiver::bind(opts).with_context(|| format!("starting the receiver for {}", a.dir.display()))?;
     let shutdown = shutdown_on_signal();

@@ -62,6 +62,8 @@ pub struct ReceiverReport {
     pub written_pos: u64,
     pub flushed_pos: u64,
     pub applied_pos: u64,
+    /// The apply command's last failure, until it succeeds again.
+    pub apply_error: Option<String>,
     pub seconds_since_last_frame: Option<f64>,
     pub sessions: u64,
 }
@@ -130,8 +132,8 @@ fn receiver(h: &walship_agent::ReceiverHandle) -> ReceiverReport {
         source: ReceiverSource { id: st.source_id.clone(), connected: st.connected },
         written_pos: st.written_pos.get(),
         flushed_pos: st.flushed_pos.get(),
-        // Applying is "durable in the mirror" until an apply step exists.
-        applied_pos: st.flushed_pos.get(),
+        applied_pos: st.apply.as_ref().map_or(st.flushed_pos, |a| a.applied.min(st.flushed_pos)).get(),
+        apply_error: st.apply.as_ref().and_then(|a| a.last_error.clone()),
         seconds_since_last_frame: st.last_frame_at.map(|t| Instant::now().saturating_duration_since(t).as_secs_f64()),
         sessions: st.sessions_accepted,
     }

@@ -264,7 +264,16 @@ fn receiver(enc: &mut DescriptorEncoder, h: &walship_agent::ReceiverHandle) -> R
     let st = h.stats();
     gauges(enc, "walship_mirror_written_position_bytes", "Written to the mirror files.", &one(st.written_pos.get()))?;
     gauges(enc, "walship_mirror_flushed_position_bytes", "Durable in the mirror.", &one(st.flushed_pos.get()))?;
-    gauges(enc, "walship_mirror_applied_position_bytes", "Applied in the mirror.", &one(st.flushed_pos.get()))?;
+    let applied = st.apply.as_ref().map_or(st.flushed_pos, |a| a.applied.min(st.flushed_pos));
+    gauges(enc, "walship_mirror_applied_position_bytes", "Applied in the mirror.", &one(applied.get()))?;
+    if let Some(a) = &st.apply {
+        counters(
+            enc,
+            "walship_apply_failures",
+            "Failed runs of the apply command (each is retried).",
+            &one(a.failures),
+        )?;
+    }
     counters(enc, "walship_received_bytes", "WAL bytes received in data frames.", &one(st.bytes_received))?;
     counters(enc, "walship_received_frames", "Frames received.", &one(st.frames_received))?;
     counters(enc, "walship_segments_completed", "Segments completed and renamed.", &one(st.segments_completed))?;

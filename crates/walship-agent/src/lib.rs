@@ -6,6 +6,7 @@
 //!   session (one writer) per mirror at a time.
 //!
 //! Both expose cheap snapshot handles for logs, tests and the admin API.
+pub mod apply;
 pub mod backoff;
 pub mod receiver;
 pub mod sender;

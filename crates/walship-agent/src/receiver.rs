@@ -36,6 +36,8 @@ pub struct ReceiverOptions {
     /// Largest data frame payload accepted.
     pub max_payload: u32,
     pub flush: FlushPolicy,
+    /// `--apply-command`: run for every completed segment; only its success moves "applied".
+    pub apply_command: Option<String>,
 }
 
 /// Counters and positions of a receiver, for tests, logs and the admin API.
@@ -57,6 +59,8 @@ pub struct ReceiverStats {
     pub last_frame_at: Option<Instant>,
     /// fdatasync of the data plus the durable-position record.
     pub fsync: walship_core::histogram::Histogram,
+    /// Applied position and apply-command failures (`None` without an apply command).
+    pub apply: Option<crate::apply::ApplyStats>,
 }
 
 struct Shared {
@@ -64,6 +68,7 @@ struct Shared {
     slot: tokio::sync::Mutex<Option<Mirror>>,
     current: Mutex<Option<CancellationToken>>,
     stats: Mutex<ReceiverStats>,
+    applier: Option<crate::apply::Applier>,
 }
 
 /// A bound receiver, ready to [`run`](Receiver::run).
@@ -91,7 +96,9 @@ impl std::fmt::Debug for ReceiverHandle {
 impl ReceiverHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ReceiverStats {
-        lock(&self.0.stats).clone()
+        let mut st = lock(&self.0.stats).clone();
+        st.apply = self.0.applier.as_ref().map(|a| a.stats());
+        st
     }
 }
 
@@ -117,11 +124,16 @@ impl Receiver {
             source_id: mirror.identity().map(|i| i.source_id.clone()),
             ..Default::default()
         };
+        let applier = match &opts.apply_command {
+            Some(cmd) => Some(crate::apply::Applier::start(&opts.dir, cmd.clone())?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             opts,
             slot: tokio::sync::Mutex::new(Some(mirror)),
             current: Mutex::new(None),
             stats: Mutex::new(stats),
+            applier,
         });
         Ok(Receiver { endpoint, shared })
     }
@@ -304,11 +316,16 @@ async fn session(shared: &Arc<Shared>, conn: &Connection, shutdown: Cancellation
         }
     };
     let rp = mirror.resume_point();
+    let applied_pos = match &shared.applier {
+        Some(a) => (*a.applied().borrow()).min(rp.durable_pos),
+        None => rp.durable_pos,
+    };
     let resume = MirrorResume {
         durable_pos: rp.durable_pos,
         segment: rp.segment.map(|s| (s.name, s.start, s.complete)),
         check_start,
         check_crc,
+        applied_pos,
     };
     if let Err(e) = ctl_tx.send(receiver::welcome(epoch, &resume, &opts.name)).await {
         *slot = Some(mirror);
@@ -329,7 +346,11 @@ async fn session(shared: &Arc<Shared>, conn: &Connection, shutdown: Cancellation
         st.connected = true;
     }
 
-    let core = ReceiverSession::new(ReceiverConfig { max_frame: peer.max_frame, ack_bytes: 1 << 20 }, epoch, &resume);
+    let core = ReceiverSession::new(
+        ReceiverConfig { max_frame: peer.max_frame, ack_bytes: 1 << 20, separate_apply: shared.applier.is_some() },
+        epoch,
+        &resume,
+    );
     let (op_tx, op_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let policy = opts.flush;
@@ -370,10 +391,19 @@ async fn stream(
 ) -> Result<(), SessionEnd> {
     let max_payload = shared.opts.max_payload;
     let mut data: Option<walship_net::DataRecv> = None;
+    let mut applied_rx = shared.applier.as_ref().map(|a| a.applied());
     loop {
         tokio::select! {
             biased;
             _ = token.cancelled() => return Err(SessionEnd::Superseded),
+            Ok(()) = async { applied_rx.as_mut().expect("guarded").changed().await }, if applied_rx.is_some() => {
+                let applied = *applied_rx.as_mut().expect("guarded").borrow_and_update();
+                let flushed = core.positions().1;
+                core.handle_applied(applied.min(flushed), Instant::now()).map_err(|e| SessionEnd::Storage(e.to_string()))?;
+                while let Some(m) = core.poll_control() {
+                    ctl_tx.send(m).await.map_err(net_end)?;
+                }
+            }
             ev = ev_rx.recv() => {
                 let Some(ev) = ev else { return Err(SessionEnd::Storage("store thread stopped".into())) };
                 let now = Instant::now();
@@ -388,7 +418,12 @@ async fn stream(
                         st.flushed_pos = pos;
                         st.fsync.record(fsync.as_secs_f64());
                     }
-                    StoreEvent::SegmentCompleted(_) => lock(&shared.stats).segments_completed += 1,
+                    StoreEvent::SegmentCompleted { name, end } => {
+                        lock(&shared.stats).segments_completed += 1;
+                        if let Some(a) = &shared.applier {
+                            a.submit(&name, end);
+                        }
+                    }
                     StoreEvent::Failed(msg) => {
                         let _ = ctl_tx.send(receiver::error_msg(ErrorCode::Storage, msg.clone())).await;
                         return Err(SessionEnd::Storage(msg));

@@ -128,13 +128,14 @@ async fn session(
         r.sessions += 1;
         // The receiver's word now: written may have gone back if it lost
         // unflushed bytes in a crash; flushed never does.
-        r.sent = resume_pos;
-        r.written = resume_pos;
-        r.flushed = resume_pos;
-        r.applied = resume_pos;
-        for level in &mut r.levels {
-            level.reset(resume_pos);
-        }
+        let p = core.positions();
+        r.sent = p.sent;
+        r.written = p.written;
+        r.flushed = p.flushed;
+        r.applied = p.applied;
+        r.levels[WRITE].reset(p.written);
+        r.levels[FLUSH].reset(p.flushed);
+        r.levels[APPLY].reset(p.applied);
     });
     shared.sync_update(Instant::now());
     stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| {

@@ -21,7 +21,7 @@ pub enum StoreEvent {
     /// Everything below is on stable storage.
     Flushed { pos: Position, fsync: Duration },
     /// A segment was completed and renamed.
-    SegmentCompleted(Position),
+    SegmentCompleted { name: String, end: Position },
     /// The store failed; the session must end. The mirror stays consistent
     /// up to its durable position.
     Failed(String),
@@ -113,10 +113,11 @@ fn apply(mirror: &mut Mirror, op: StoreOp, events: &mpsc::UnboundedSender<StoreE
         StoreOp::Write { pos, data } => mirror.write(pos, &data)?,
         StoreOp::CompleteSegment { end } => {
             let t = Instant::now();
+            let name = mirror.resume_point().segment.map(|s| s.name.to_string()).unwrap_or_default();
             mirror.complete_segment(end)?;
             let _ = events.send(StoreEvent::Written(mirror.written_pos()));
             let _ = events.send(StoreEvent::Flushed { pos: mirror.durable_pos(), fsync: t.elapsed() });
-            let _ = events.send(StoreEvent::SegmentCompleted(end));
+            let _ = events.send(StoreEvent::SegmentCompleted { name, end });
         }
     }
     Ok(())

@@ -102,6 +102,8 @@ pub struct MirrorResume {
     /// Start of the checksummed range before `durable_pos`, and its CRC-32.
     pub check_start: Position,
     pub check_crc: u32,
+    /// Applied position (`<= durable_pos`); `durable_pos` without an apply step.
+    pub applied_pos: Position,
 }
 
 /// The Welcome message for an accepted session.
@@ -120,6 +122,7 @@ pub fn welcome(epoch: u64, resume: &MirrorResume, receiver_name: &str) -> Msg {
         check_start: resume.check_start.get(),
         check_crc: resume.check_crc,
         receiver_name: receiver_name.to_string(),
+        applied_pos: resume.applied_pos.min(resume.durable_pos).get(),
     })
 }
 
@@ -169,6 +172,10 @@ pub struct ReceiverConfig {
     pub max_frame: u32,
     /// Ack `written` after this many new bytes even without a flush.
     pub ack_bytes: u64,
+    /// An apply step (the receiver's apply command) reports the applied
+    /// position through [`ReceiverSession::handle_applied`]; without one,
+    /// applied is the flushed position.
+    pub separate_apply: bool,
 }
 
 /// The receiver's streaming state machine. No I/O, no clock.
@@ -182,7 +189,8 @@ pub struct ReceiverSession {
     any_start_ok: bool,
     written: Position,
     flushed: Position,
-    acked: (Position, Position),
+    applied: Position,
+    acked: (Position, Position, Position),
     outbox: VecDeque<Msg>,
     last_frame_ts: u64,
 }
@@ -205,7 +213,8 @@ impl ReceiverSession {
             any_start_ok: resume.segment.is_none(),
             written: d,
             flushed: d,
-            acked: (d, d),
+            applied: resume.applied_pos.min(d),
+            acked: (d, d, resume.applied_pos.min(d)),
             outbox: VecDeque::new(),
             last_frame_ts: 0,
         }
@@ -247,11 +256,19 @@ impl ReceiverSession {
                 if pos != self.next && !self.any_start_ok {
                     return Err(StreamError::Gap { expected: self.next, got: pos });
                 }
+                if self.any_start_ok && pos != self.next {
+                    // The first segment of an empty mirror begins where the
+                    // source's numbering begins; nothing below it exists here.
+                    self.written = pos;
+                    self.flushed = pos;
+                    self.applied = pos;
+                    self.acked = (pos, pos, pos);
+                }
+                // Otherwise positions move only on the store's reports: the
+                // previous segment's completion (its fdatasync) may still be
+                // in flight when this frame arrives.
                 self.any_start_ok = false;
                 self.next = pos;
-                self.written = self.written.max(pos);
-                self.flushed = self.flushed.max(pos);
-                self.acked = (self.acked.0.max(pos), self.acked.1.max(pos));
                 self.open = Some(name.clone());
                 Ok(Some(StoreOp::StartSegment { name, start: pos }))
             }
@@ -310,19 +327,36 @@ impl ReceiverSession {
         Ok(())
     }
 
+    /// The apply step has applied everything below `pos` (only with
+    /// `separate_apply`). Never claims more than is flushed.
+    pub fn handle_applied(&mut self, pos: Position, _now: Instant) -> Result<(), StreamError> {
+        if pos > self.flushed {
+            return Err(StreamError::BadReport { what: "applied", pos, limit: self.flushed });
+        }
+        if pos > self.applied {
+            self.applied = pos;
+            self.queue_ack();
+        }
+        Ok(())
+    }
+
     fn queue_ack(&mut self) {
-        if (self.written, self.flushed) == self.acked {
+        if !self.cfg.separate_apply {
+            // Without an apply step, "applied" is "durable in the mirror".
+            self.applied = self.flushed;
+        }
+        let now = (self.written, self.flushed, self.applied);
+        if now == self.acked {
             return;
         }
-        self.acked = (self.written, self.flushed);
+        self.acked = now;
         // Coalesce: a newer ack makes any queued one obsolete.
         self.outbox.retain(|m| !matches!(m, Msg::Ack(_)));
         self.outbox.push_back(Msg::Ack(proto::Ack {
             epoch: self.epoch,
             written_pos: self.written.get(),
             flushed_pos: self.flushed.get(),
-            // Applying is "durable in the mirror" until an apply step exists.
-            applied_pos: self.flushed.get(),
+            applied_pos: self.applied.get(),
         }));
     }
 

@@ -51,6 +51,8 @@ pub struct ResumeRequest {
     pub check_start: Position,
     /// CRC-32 of the mirror's bytes in `[check_start, durable_pos)`.
     pub check_crc: u32,
+    /// The mirror's applied position (`<= durable_pos`).
+    pub applied_pos: Position,
     /// The receiver's name.
     pub receiver_name: String,
 }
@@ -237,6 +239,7 @@ impl SenderSession {
                     segment,
                     check_start: Position(w.check_start),
                     check_crc: w.check_crc,
+                    applied_pos: Position(w.applied_pos.min(w.durable_pos)),
                     receiver_name: w.receiver_name,
                 };
                 self.epoch = w.epoch;
@@ -305,7 +308,7 @@ impl SenderSession {
             None => Cursor::After { after: None, pos: req.durable_pos },
         };
         let d = req.durable_pos;
-        self.pos = SessionPositions { sent: d, written: d, flushed: d, applied: d };
+        self.pos = SessionPositions { sent: d, written: d, flushed: d, applied: req.applied_pos.min(d) };
         self.state = State::Streaming;
         Ok(())
     }

@@ -113,7 +113,7 @@ impl Store {
         let segment = self.segments.last().map(|(n, s, e)| (n.clone(), *s, e.is_some()));
         let check_start = self.segments.last().map(|s| s.1).unwrap_or_default();
         let crc = crc32fast::hash(&self.data[check_start.get() as usize..self.flushed.get() as usize]);
-        MirrorResume { durable_pos: self.flushed, segment, check_start, check_crc: crc }
+        MirrorResume { durable_pos: self.flushed, segment, check_start, check_crc: crc, applied_pos: self.flushed }
     }
 
     /// A crash: everything not flushed is gone.
@@ -160,7 +160,11 @@ fn connect(
         ResumeCheck::Crc(crc32fast::hash(&[]))
     };
     s.handle_resume(check, now).expect("resume ok");
-    let r = ReceiverSession::new(ReceiverConfig { max_frame: peer.max_frame, ack_bytes: 1 << 20 }, epoch, &resume);
+    let r = ReceiverSession::new(
+        ReceiverConfig { max_frame: peer.max_frame, ack_bytes: 1 << 20, separate_apply: false },
+        epoch,
+        &resume,
+    );
     (s, r)
 }
 
@@ -313,8 +317,14 @@ fn acks_of_another_epoch_are_ignored_and_lies_are_refused() {
 #[test]
 fn receiver_refuses_frames_that_do_not_fit_the_stream() {
     let now = Instant::now();
-    let empty = MirrorResume { durable_pos: Position(0), segment: None, check_start: Position(0), check_crc: 0 };
-    let mut r = ReceiverSession::new(ReceiverConfig { max_frame: 100, ack_bytes: 1 }, 1, &empty);
+    let empty = MirrorResume {
+        durable_pos: Position(0),
+        segment: None,
+        check_start: Position(0),
+        check_crc: 0,
+        applied_pos: Position(0),
+    };
+    let mut r = ReceiverSession::new(ReceiverConfig { max_frame: 100, ack_bytes: 1, separate_apply: false }, 1, &empty);
     let data = |p: u64, n: usize| Frame::Data { pos: Position(p), timestamp_us: 0, payload: Bytes::from(vec![1; n]) };
     assert!(matches!(r.handle_frame(data(0, 10), now), Err(receiver::StreamError::NoSegment(_))));
     let start = |p: u64, n: &str| Frame::SegmentStart {
@@ -343,4 +353,47 @@ fn hello_is_validated() {
     h.protocol_version = crate::PROTOCOL_VERSION;
     h.source_id = String::new();
     assert!(matches!(receiver::check_hello(Msg::Hello(h), 1 << 20), Err(receiver::HelloError::SourceId(_))));
+}
+
+#[test]
+fn a_segment_start_never_claims_the_previous_segment_flushed() {
+    // Regression: the receiver used to raise its flushed position to a new
+    // segment's start as soon as the frame arrived, before the store had
+    // synced the previous segment's end.
+    let now = Instant::now();
+    let src = Source::new(&[("a", 3000), ("b", 10)]);
+    let empty = MirrorResume {
+        durable_pos: Position(0),
+        segment: None,
+        check_start: Position(0),
+        check_crc: 0,
+        applied_pos: Position(0),
+    };
+    let mut r =
+        ReceiverSession::new(ReceiverConfig { max_frame: 4096, ack_bytes: 1, separate_apply: false }, 1, &empty);
+    let start = |p: u64, n: &str| Frame::SegmentStart {
+        pos: Position(p),
+        timestamp_us: 0,
+        name: SegmentName::new(n).expect("n"),
+    };
+    r.handle_frame(start(0, "a"), now).expect("start a");
+    let data = Frame::Data { pos: Position(0), timestamp_us: 0, payload: src.bytes(Position(0), 3000) };
+    r.handle_frame(data, now).expect("data");
+    r.handle_written(Position(3000), now).expect("written");
+    r.handle_frame(Frame::SegmentEnd { pos: Position(3000), timestamp_us: 0 }, now).expect("end a");
+    r.handle_frame(start(3000, "b"), now).expect("start b");
+    let data = Frame::Data { pos: Position(3000), timestamp_us: 0, payload: src.bytes(Position(3000), 10) };
+    r.handle_frame(data, now).expect("data b");
+    r.handle_written(Position(3010), now).expect("written b");
+    let mut acks = Vec::new();
+    while let Some(Msg::Ack(a)) = r.poll_control() {
+        acks.push(a);
+    }
+    assert!(
+        !acks.is_empty() && acks.iter().all(|a| a.flushed_pos == 0),
+        "no flush claimed before the store reported it: {acks:?}"
+    );
+    r.handle_flushed(Position(3000), now).expect("store synced a");
+    let Some(Msg::Ack(a)) = r.poll_control() else { panic!("ack after the flush") };
+    assert_eq!((a.written_pos, a.flushed_pos), (3010, 3000));
 }

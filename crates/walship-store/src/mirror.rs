@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use walship_core::{Position, SegmentName};
 
-use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, LOCK_FILE, MAX_COMPLETE_RECORDS, SegmentRecord};
+use crate::control::{self, ControlState, MAX_COMPLETE_RECORDS, SegmentRecord};
 use crate::fsio::{crc_range, failpoint, pwrite_all, rename, set_len, sync_data, sync_dir, zero_range};
 use crate::{Identity, ResumePoint, ResumeSegment, StoreError};
 
@@ -193,7 +193,8 @@ impl Mirror {
         self.check_poisoned()?;
         let Some(id) = &self.identity else { return Err(StoreError::Unbound) };
         let size = id.segment_size;
-        if [CONTROL_FILE, CONTROL_TMP, LOCK_FILE, crate::posfile::POS_FILE].contains(&name.as_str()) {
+        // The mirror keeps its own files under `walship.*`.
+        if name.as_str().starts_with("walship.") {
             return Err(StoreError::ReservedName(name.to_string()));
         }
         if let Some(last) = self.segments.last() {

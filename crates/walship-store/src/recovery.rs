@@ -143,7 +143,7 @@ pub(crate) fn refuse_segments_without_control(dir: &Path) -> Result<(), StoreErr
         let entry = entry.map_err(StoreError::io("list", dir))?;
         let is_file = entry.file_type().map_err(StoreError::io("stat", entry.path()))?.is_file();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_file && !name.starts_with('.') && name != crate::control::LOCK_FILE && name != POS_FILE {
+        if is_file && !name.starts_with('.') && !name.starts_with("walship.") {
             found.push(name);
         }
     }

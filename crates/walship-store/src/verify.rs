@@ -23,7 +23,7 @@ use std::path::Path;
 use walship_core::{Position, SegmentName};
 
 use crate::StoreError;
-use crate::control::{self, CONTROL_FILE, CONTROL_TMP, LOCK_FILE, control_path};
+use crate::control::{self, control_path};
 use crate::fsio::CHUNK;
 use crate::recovery::{parse_table, refuse_segments_without_control};
 
@@ -128,7 +128,8 @@ pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreEr
             continue;
         }
         let Some(fname) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if fname == CONTROL_FILE || fname == CONTROL_TMP || fname == LOCK_FILE || fname == crate::posfile::POS_FILE {
+        // The mirror's own files (control, position, lock, applied) are not segments.
+        if fname.starts_with("walship.") {
             continue;
         }
         let (base, partial) = match fname.strip_suffix(".partial") {
