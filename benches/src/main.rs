@@ -21,6 +21,7 @@ mod data;
 mod disk;
 mod report;
 mod rss;
+mod semisync;
 mod ship;
 
 use std::path::PathBuf;
@@ -44,6 +45,18 @@ struct Cli {
 enum Cmd {
     /// Ship a backlog: walship vs bare quinn (tmpfs), walship vs write+fdatasync (disk).
     Ship(ShipArgs),
+    /// Semi-sync wait latency: commit (append + fdatasync) to a durable wait, and an already-satisfied wait.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WaitArgs {
+    /// Commits to measure.
+    #[arg(long, default_value_t = 500)]
+    commits: usize,
+    /// Directory on the disk for the WAL and the mirror (default: target/bench-tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +127,25 @@ fn main() -> ExitCode {
     };
     let r = match cli.cmd {
         Cmd::Ship(a) => rt.block_on(ship(a)),
+        Cmd::Wait(a) => rt.block_on(async {
+            let base = a.dir.unwrap_or_else(|| workspace_root().join("target/bench-tmp"));
+            let root = ScratchDir::create(base.join(format!("walship-bench-wait-{}", std::process::id())))?;
+            let r = semisync::run(root.path(), a.commits).await?;
+            println!("semi-sync wait, quorum 1 at level flush, mirror on disk, {} commits of 4 KiB:", a.commits);
+            let show = |name: &str, q: &semisync::Quantiles| {
+                println!(
+                    "  {name:<34} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+                    q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
+                )
+            };
+            show("commit -> wait returned durable", &r.commit_to_durable);
+            show("already-satisfied wait (API floor)", &r.satisfied_wait);
+            let path = workspace_root().join("target/bench-report/wait.json");
+            std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+            std::fs::write(&path, serde_json::to_vec_pretty(&r)?)?;
+            println!("report written to {}", path.display());
+            Ok(())
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
