@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use walship_agent::store_thread::FlushPolicy;
 use walship_agent::{Receiver, ReceiverOptions, Sender, SenderOptions, Target};
 use walship_core::sync::{AckLevel, SyncConfig};
 
@@ -53,34 +52,21 @@ pub async fn run(root: &Path, commits: usize) -> Result<WaitReport> {
     let (wal, mirror) = (root.join("wal"), root.join("mirror"));
     std::fs::create_dir_all(&wal)?;
     let certs = walship_net::certs::ephemeral(&root.join("certs")).context("certificates")?;
-    let receiver = Receiver::bind(ReceiverOptions {
-        listen: "127.0.0.1:0".parse()?,
-        dir: mirror,
-        tls: certs.server(),
-        name: "bench-receiver".into(),
-        max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
-        flush: FlushPolicy::default(),
-        apply_command: None,
-    })?;
+    let receiver =
+        Receiver::bind(ReceiverOptions::new("127.0.0.1:0".parse()?, mirror, certs.server(), "bench-receiver"))?;
     let addr = receiver.local_addr()?;
     let shutdown = CancellationToken::new();
     let recv_task = tokio::spawn(receiver.run(shutdown.clone()));
     let seg = wal.join("0000000000000001");
     std::fs::File::create(&seg)?;
     let sender = Sender::new(SenderOptions {
-        wal_dir: wal.clone(),
-        tailer: walship_source::TailerConfig::default(),
-        source_id: "walship-bench-wait".into(),
-        sender_name: "bench-sender".into(),
-        targets: vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
-        tls: certs.client(),
-        max_frame: walship_agent::DEFAULT_MAX_FRAME,
-        max_inflight: 64 << 20,
-        poll_interval: Duration::from_millis(100),
-        backoff_initial: Duration::from_millis(50),
-        backoff_max: Duration::from_secs(1),
-        rpo_target: None,
         sync: SyncConfig { quorum: 1, level: AckLevel::Flush, timeout: Some(Duration::from_secs(5)) },
+        ..SenderOptions::new(
+            wal.clone(),
+            "walship-bench-wait",
+            vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
+            certs.client(),
+        )
     })?;
     let handle = sender.handle();
     let admin =

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use walship_agent::store_thread::FlushPolicy;
 use walship_agent::{Receiver, ReceiverOptions, Sender, SenderOptions, Target};
 use walship_net::CertPaths;
 
@@ -82,15 +81,12 @@ fn probe_admin(url: &str, running: &std::sync::atomic::AtomicBool) -> AdminLaten
 /// it) and times it from sender start until the sender sees them flushed on
 /// the receiver.
 pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
-    let receiver = Receiver::bind(ReceiverOptions {
-        listen: "127.0.0.1:0".parse()?,
-        dir: mirror.to_path_buf(),
-        tls: p.certs.server(),
-        name: "bench-receiver".into(),
-        max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
-        flush: FlushPolicy::default(),
-        apply_command: None,
-    })
+    let receiver = Receiver::bind(ReceiverOptions::new(
+        "127.0.0.1:0".parse()?,
+        mirror.to_path_buf(),
+        p.certs.server(),
+        "bench-receiver",
+    ))
     .context("starting the receiver")?;
     let addr = receiver.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -99,23 +95,16 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
     let sampler = Sampler::start();
     let start = Instant::now();
     let sender = Sender::new(SenderOptions {
-        wal_dir: p.source.to_path_buf(),
-        tailer: walship_source::TailerConfig::default(),
-        source_id: "walship-bench".into(),
-        sender_name: "bench-sender".into(),
-        targets: vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
-        tls: p.certs.client(),
         max_frame: p.max_frame,
         max_inflight: p.max_inflight,
-        poll_interval: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
-        rpo_target: None,
-        sync: walship_core::sync::SyncConfig {
-            quorum: 0,
-            level: walship_core::sync::AckLevel::Flush,
-            timeout: Some(Duration::from_secs(10)),
-        },
+        ..SenderOptions::new(
+            p.source.to_path_buf(),
+            "walship-bench",
+            vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
+            p.certs.client(),
+        )
     })
     .context("starting the sender")?;
     let handle = sender.handle();

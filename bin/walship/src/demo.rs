@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
-use walship_agent::store_thread::FlushPolicy;
 use walship_agent::{Receiver, ReceiverOptions, Sender, SenderOptions, Target};
 
 use crate::cli::DemoArgs;
@@ -36,15 +35,8 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
         a.segment_size as f64 / MIB
     );
 
-    let receiver = Receiver::bind(ReceiverOptions {
-        listen: "127.0.0.1:0".parse()?,
-        dir: mirror.clone(),
-        tls: paths.server(),
-        name: "demo-receiver".into(),
-        max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
-        flush: FlushPolicy::default(),
-        apply_command: None,
-    })?;
+    let receiver =
+        Receiver::bind(ReceiverOptions::new("127.0.0.1:0".parse()?, mirror.clone(), paths.server(), "demo-receiver"))?;
     let addr = receiver.local_addr()?;
     let shutdown = CancellationToken::new();
     let recv_task = tokio::spawn(receiver.run(shutdown.clone()));
@@ -62,23 +54,15 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode> {
     }
 
     let sender = Sender::new(SenderOptions {
-        wal_dir: wal.clone(),
-        tailer: walship_source::TailerConfig::default(),
-        source_id: "walship-demo".into(),
         sender_name: "demo-sender".into(),
-        targets: vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
-        tls: paths.client(),
-        max_frame: walship_agent::DEFAULT_MAX_FRAME,
-        max_inflight: 64 << 20,
-        poll_interval: Duration::from_millis(100),
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
-        rpo_target: None,
-        sync: walship_core::sync::SyncConfig {
-            quorum: 0,
-            level: walship_core::sync::AckLevel::Flush,
-            timeout: Some(Duration::from_secs(10)),
-        },
+        ..SenderOptions::new(
+            wal.clone(),
+            "walship-demo",
+            vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
+            paths.client(),
+        )
     })?;
     let handle = sender.handle();
     let send_task = tokio::spawn(sender.run(shutdown.clone()));

@@ -40,6 +40,21 @@ pub struct ReceiverOptions {
     pub apply_command: Option<String>,
 }
 
+impl ReceiverOptions {
+    /// Options with the defaults of `walship receive`.
+    pub fn new(listen: SocketAddr, dir: PathBuf, tls: TlsFiles, name: impl Into<String>) -> Self {
+        ReceiverOptions {
+            listen,
+            dir,
+            tls,
+            name: name.into(),
+            max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
+            flush: FlushPolicy::default(),
+            apply_command: None,
+        }
+    }
+}
+
 /// Counters and positions of a receiver, for tests, logs and the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiverStats {

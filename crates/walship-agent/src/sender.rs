@@ -57,6 +57,32 @@ pub struct SenderOptions {
     pub sync: walship_core::sync::SyncConfig,
 }
 
+impl SenderOptions {
+    /// Options with the defaults of `walship send` (async, 128 KiB frames,
+    /// 64 MiB in flight, reconnects from 100 ms to 5 s).
+    pub fn new(wal_dir: PathBuf, source_id: impl Into<String>, targets: Vec<Target>, tls: TlsFiles) -> Self {
+        SenderOptions {
+            wal_dir,
+            tailer: TailerConfig::default(),
+            source_id: source_id.into(),
+            sender_name: "walship".into(),
+            targets,
+            tls,
+            max_frame: crate::DEFAULT_MAX_FRAME,
+            max_inflight: 64 << 20,
+            poll_interval: Duration::from_millis(100),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            rpo_target: None,
+            sync: walship_core::sync::SyncConfig {
+                quorum: 0,
+                level: walship_core::sync::AckLevel::Flush,
+                timeout: Some(Duration::from_secs(10)),
+            },
+        }
+    }
+}
+
 /// Connection state of one receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
