@@ -228,9 +228,14 @@ impl Shared {
     /// Lets the tailer and the lag tracker drop what every receiver has
     /// durably (and applied).
     pub(crate) fn release(&self) {
+        // Mappings follow the receivers that are streaming: a receiver that
+        // is down must not pin every segment the others read since (the
+        // sender's memory would grow with its outage). If it comes back and
+        // its bytes were deleted meanwhile, its session reports exactly that.
         let (flushed, applied) = {
             let r = lock(&self.receivers);
-            (r.iter().map(|r| r.flushed).min(), r.iter().map(|r| r.applied).min())
+            let streaming = r.iter().filter(|r| r.state == ConnState::Streaming);
+            (streaming.map(|r| r.flushed).min(), r.iter().map(|r| r.applied).min())
         };
         if let Some(min) = flushed {
             lock(&self.tailer).release_before(min);
