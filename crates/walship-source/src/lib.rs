@@ -12,6 +12,7 @@
 mod error;
 mod list;
 mod map;
+pub mod postgres;
 pub mod tailer;
 mod watch;
 
