@@ -143,6 +143,22 @@ pub fn wait_durable(mirror: &Path, target: u64, timeout: Duration) {
     }
 }
 
+/// Waits until every non-empty file of `wal` is a complete segment (final
+/// name, not `.partial`) in `mirror`. The durable position can reach the
+/// end of a segment a moment before the segment's rename.
+pub fn wait_complete(wal: &Path, mirror: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let wanted: Vec<String> = file_crcs(wal, |_| true).into_iter().filter(|f| f.1 > 0).map(|f| f.0).collect();
+    loop {
+        let missing: Vec<&String> = wanted.iter().filter(|n| !mirror.join(n.as_str()).exists()).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "segments not complete on the mirror after {timeout:?}: {missing:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// CRC-32 of every regular file in `dir` matching `keep`, by name.
 pub fn file_crcs(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<(String, u64, u32)> {
     let mut out = Vec::new();

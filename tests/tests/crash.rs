@@ -23,6 +23,7 @@ fn writer(env: &Env) -> Writer {
 }
 
 fn assert_identical(env: &Env) {
+    walship_tests::wait_complete(&env.wal, &env.mirror, T);
     let source: Vec<_> = file_crcs(&env.wal, |_| true).into_iter().filter(|f| f.1 > 0).collect();
     let mirror = file_crcs(&env.mirror, |n| !n.ends_with(".partial") && !n.starts_with("walship."));
     assert_eq!(mirror, source, "mirror segments must equal the source's");

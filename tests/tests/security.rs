@@ -68,7 +68,9 @@ fn a_mirror_refuses_a_different_source() {
     .join();
     let mut first = env.sender("sender-a", &addr, &["--source-id", "cluster-a"]);
     wait_durable(&env.mirror, total, T);
+    walship_tests::wait_complete(&env.wal, &env.mirror, T);
     assert_eq!(first.term(), Some(0));
+    recv.wait_log("session closed", T);
     let before = file_crcs(&env.mirror, |_| true);
 
     let second = env.sender("sender-b", &addr, &["--source-id", "cluster-b"]);

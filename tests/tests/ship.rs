@@ -21,6 +21,7 @@ fn ships_256_mib_from_a_concurrent_writer_across_many_segments() {
     let total = writer.join();
     assert_eq!(total, 256 * MIB);
     wait_durable(&env.mirror, total, Duration::from_secs(240));
+    walship_tests::wait_complete(&env.wal, &env.mirror, Duration::from_secs(60));
 
     // 13 data segments plus the empty one that sealed the last: all complete
     // on the mirror under their final names, byte-identical.
