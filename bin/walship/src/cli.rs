@@ -39,6 +39,23 @@ pub enum Command {
     /// Block until a position (default: the WAL end now) is durable on the sender's quorum.
     /// Exit 0 durable, 3 semi-sync degraded, 4 --timeout passed, 2 error.
     Wait(WaitArgs),
+    /// PostgreSQL restore_command: copy segment %f from a mirror to %p.
+    /// Exit 0 restored, 1 not in the mirror (yet), 2 error.
+    RestoreWal(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The mirror directory a receiver writes.
+    #[arg(long, env = "WALSHIP_MIRROR")]
+    pub mirror: PathBuf,
+    /// Serve NAME.partial when the segment is not complete (the last segment in a disaster recovery).
+    #[arg(long)]
+    pub partial_ok: bool,
+    /// The file PostgreSQL asks for (%f).
+    pub file: String,
+    /// Where to put it (%p).
+    pub dest: PathBuf,
 }
 
 #[derive(Debug, Args)]

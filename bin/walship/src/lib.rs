@@ -3,6 +3,7 @@
 pub mod cli;
 mod config;
 mod demo;
+mod restore;
 mod status;
 
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => return verify(a),
         Command::Status(a) => status::run(&a.admin, a.watch, a.interval),
         Command::Wait(a) => return wait(a),
+        Command::RestoreWal(a) => return restore::run(&a),
         Command::Demo(a) => {
             return runtime().and_then(|rt| rt.block_on(demo::run(a))).unwrap_or_else(|e| {
                 error!("{e:#}");
