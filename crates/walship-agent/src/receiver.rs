@@ -411,7 +411,12 @@ async fn stream(
         tokio::select! {
             biased;
             _ = token.cancelled() => return Err(SessionEnd::Superseded),
-            Ok(()) = async { applied_rx.as_mut().expect("guarded").changed().await }, if applied_rx.is_some() => {
+            changed = async { applied_rx.as_mut().expect("guarded").changed().await }, if applied_rx.is_some() => {
+                if changed.is_err() {
+                    // The apply worker is gone; stop listening rather than spin.
+                    applied_rx = None;
+                    continue;
+                }
                 let applied = *applied_rx.as_mut().expect("guarded").borrow_and_update();
                 let flushed = core.positions().1;
                 core.handle_applied(applied.min(flushed), Instant::now()).map_err(|e| SessionEnd::Storage(e.to_string()))?;
