@@ -128,6 +128,17 @@ impl Store {
     }
 }
 
+/// The resume point of a mirror that holds nothing yet.
+fn empty_mirror() -> MirrorResume {
+    MirrorResume {
+        durable_pos: Position(0),
+        segment: None,
+        check_start: Position(0),
+        check_crc: 0,
+        applied_pos: Position(0),
+    }
+}
+
 fn cfg(max_frame: u32, max_inflight: u64) -> SenderConfig {
     SenderConfig {
         source_id: "test-source".into(),
@@ -317,13 +328,7 @@ fn acks_of_another_epoch_are_ignored_and_lies_are_refused() {
 #[test]
 fn receiver_refuses_frames_that_do_not_fit_the_stream() {
     let now = Instant::now();
-    let empty = MirrorResume {
-        durable_pos: Position(0),
-        segment: None,
-        check_start: Position(0),
-        check_crc: 0,
-        applied_pos: Position(0),
-    };
+    let empty = empty_mirror();
     let mut r = ReceiverSession::new(ReceiverConfig { max_frame: 100, ack_bytes: 1, separate_apply: false }, 1, &empty);
     let data = |p: u64, n: usize| Frame::Data { pos: Position(p), timestamp_us: 0, payload: Bytes::from(vec![1; n]) };
     assert!(matches!(r.handle_frame(data(0, 10), now), Err(receiver::StreamError::NoSegment(_))));
@@ -362,13 +367,7 @@ fn a_segment_start_never_claims_the_previous_segment_flushed() {
     // synced the previous segment's end.
     let now = Instant::now();
     let src = Source::new(&[("a", 3000), ("b", 10)]);
-    let empty = MirrorResume {
-        durable_pos: Position(0),
-        segment: None,
-        check_start: Position(0),
-        check_crc: 0,
-        applied_pos: Position(0),
-    };
+    let empty = empty_mirror();
     let mut r =
         ReceiverSession::new(ReceiverConfig { max_frame: 4096, ack_bytes: 1, separate_apply: false }, 1, &empty);
     let start = |p: u64, n: &str| Frame::SegmentStart {
