@@ -9,25 +9,6 @@ use anyhow::{Context, Result, bail};
 /// Size of one raw WAL segment file.
 pub const SEGMENT: u64 = 16 << 20;
 
-/// Parses `2GiB`, `512MiB`, `64KiB`, `1G`, `100MB`, or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number followed by an optional unit"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        u => return Err(format!("{s:?}: unknown unit {u:?} (use KiB, MiB, GiB, KB, MB, GB)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
-}
-
 /// Bytes available to an unprivileged writer on the file system of `dir`.
 #[allow(unsafe_code)]
 pub fn free_bytes(dir: &Path) -> Result<u64> {
@@ -142,16 +123,6 @@ pub fn write_source(dir: &Path, total: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("256KiB"), Ok(256 << 10));
-        assert_eq!(parse_size("100MB"), Ok(100_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("2 parsecs").is_err());
-        assert!(parse_size("GiB").is_err());
-    }
 
     #[test]
     fn segment_split() {

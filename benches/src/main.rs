@@ -62,7 +62,7 @@ struct WaitArgs {
 #[derive(Debug, clap::Args)]
 struct ShipArgs {
     /// Bytes of WAL to ship (KiB/MiB/GiB or KB/MB/GB suffixes).
-    #[arg(long, default_value = "2GiB", value_parser = data::parse_size)]
+    #[arg(long, default_value = "2GiB", value_parser = walship::cli::parse_size)]
     bytes: u64,
     /// Directory on tmpfs for the source and the tmpfs mirror (a fresh
     /// `walship-bench-PID` inside it is created and removed).
@@ -73,10 +73,10 @@ struct ShipArgs {
     #[arg(long)]
     disk_dir: Option<PathBuf>,
     /// Largest frame payload the sender cuts.
-    #[arg(long, default_value = "128KiB", value_parser = data::parse_size)]
+    #[arg(long, default_value = "128KiB", value_parser = walship::cli::parse_size)]
     frame: u64,
     /// Bytes the sender may have unacknowledged.
-    #[arg(long, default_value = "64MiB", value_parser = data::parse_size)]
+    #[arg(long, default_value = "64MiB", value_parser = walship::cli::parse_size)]
     inflight: u64,
     /// Cases to run, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]

@@ -242,7 +242,8 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-/// Parses `123`, `64KiB`, `64MiB`, `1GiB`, `64K`, `64M`, `1G` (binary units).
+/// Parses sizes: `123`, binary units `64K`/`64KiB`, `64M`/`64MiB`, `1G`/`1GiB`,
+/// `1T`/`1TiB`, and decimal units `100KB`, `100MB`, `1GB`, `1TB` (10^3 steps).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -250,11 +251,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 65536, 64KiB, 64MiB or 1GiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("invalid size unit in {s:?}: use B, KiB, MiB, GiB or TiB")),
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB for powers of 1000)"
+            ));
+        }
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
@@ -306,6 +315,13 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("99999999999999999999").is_err());
         assert!(parse_size_u32("4GiB").is_err());
+        // Decimal units are powers of 1000 (the benchmark harness's sizes too).
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
     }
 
     #[test]
