@@ -110,4 +110,28 @@ pub enum SourceError {
         /// End of the range.
         end: Position,
     },
+    /// A PostgreSQL-format source has fixed positions (LSNs): it cannot be re-anchored.
+    #[error("segment {segment} in {dir} starts at LSN {ours}, not at position {asked}: PostgreSQL positions are fixed")]
+    FixedPositions {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The segment.
+        segment: SegmentName,
+        /// Where it starts (its LSN).
+        ours: Position,
+        /// Where it was asked to start.
+        asked: Position,
+    },
+    /// A segment of another PostgreSQL cluster appeared in the WAL directory.
+    #[error("segment {segment} in {dir} belongs to database system {found}, not {expected}")]
+    OtherCluster {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The segment.
+        segment: SegmentName,
+        /// The system identifier of the segments streamed so far.
+        expected: u64,
+        /// The one in the segment's long page header.
+        found: u64,
+    },
 }

@@ -7,15 +7,17 @@
 //! * [`Watcher`] tells when the directory may have changed (inotify through
 //!   the `notify` crate, with a polling safety net and fallback).
 //!
-//! The PostgreSQL format (LSN positions, page and record validation) will sit
-//! on top of the same tailer.
+//! * The PostgreSQL format (LSN positions, page and record validation, the
+//!   valid end) uses the same tailer: [`SourceFormat::Postgres`], see [`pgtail`].
 mod error;
 mod list;
 mod map;
+pub mod pgtail;
 pub mod postgres;
 pub mod tailer;
 mod watch;
 
 pub use error::SourceError;
-pub use tailer::{SegmentInfo, Tailer, TailerConfig};
+pub use pgtail::PgSource;
+pub use tailer::{SegmentInfo, SourceFormat, Tailer, TailerConfig};
 pub use watch::Watcher;

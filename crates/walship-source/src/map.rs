@@ -46,6 +46,11 @@ impl SegmentMap {
         Ok(SegmentMap { file: File::open(path)?, map: Bytes::new() })
     }
 
+    /// The file's current length (fstat).
+    pub(crate) fn file_len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
     /// Length of the current mapping.
     pub(crate) fn mapped_len(&self) -> usize {
         self.map.len()

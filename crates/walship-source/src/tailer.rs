@@ -20,8 +20,9 @@
 //!   position ([`Tailer::release_before`]) may be removed at will; they then
 //!   leave [`Tailer::segments`], whose first entry may thus start after the anchor.
 //!
-//! The PostgreSQL format will reuse this tailer for naming, ordering and
-//! mapping, and add its own end-of-valid-data rule on top of `read`.
+//! The PostgreSQL format ([`SourceFormat::Postgres`]) reuses the mapping,
+//! reading and release rules with its own listing, positions and end; see
+//! [`crate::pgtail`].
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use walship_core::{Position, SegmentName};
 use crate::error::SourceError;
 use crate::list::Lister;
 use crate::map::{MapError, SegmentMap};
+use crate::pgtail::{PgSource, PgState};
 
 /// One segment of the stream as last observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,32 +53,61 @@ impl SegmentInfo {
     }
 }
 
+/// How the WAL directory is laid out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// Any files, concatenated in name order (see the module docs).
+    #[default]
+    Raw,
+    /// A PostgreSQL `pg_wal` directory: LSN positions, the stream ends at the
+    /// valid end (see [`crate::pgtail`]).
+    Postgres,
+}
+
 /// How to find segments.
 #[derive(Debug, Clone, Default)]
 pub struct TailerConfig {
-    /// Only names matching this glob are segments (hidden files never are).
+    /// Only names matching this glob are segments (hidden files never are). Raw format only.
     pub pattern: Option<glob::Pattern>,
+    /// The format.
+    pub format: SourceFormat,
 }
 
 /// Follows the segments of a WAL directory and hands out their bytes by position.
 #[derive(Debug)]
 pub struct Tailer {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     lister: Lister,
     /// Names below this are not part of the stream (set by a rebase).
     floor: Option<SegmentName>,
     /// Where the first segment starts when none is known yet.
-    anchor: Position,
+    pub(crate) anchor: Position,
     /// Every byte below this is held by every receiver.
-    released: Position,
-    segs: Vec<SegmentInfo>,
+    pub(crate) released: Position,
+    pub(crate) segs: Vec<SegmentInfo>,
     /// Open file and mapping per entry of `segs` (same indices); `None` until read.
-    maps: Vec<Option<SegmentMap>>,
+    pub(crate) maps: Vec<Option<SegmentMap>>,
+    /// The walk's state, for the PostgreSQL format.
+    pub(crate) pg: Option<PgState>,
 }
 
 impl Tailer {
     /// Lists `dir` and stats its segments; the first one starts at position 0.
     pub fn open(dir: &Path, cfg: TailerConfig) -> Result<Tailer, SourceError> {
+        if cfg.format == SourceFormat::Postgres {
+            let mut t = Tailer {
+                dir: dir.to_path_buf(),
+                lister: Lister::new(None),
+                floor: None,
+                anchor: Position::ZERO,
+                released: Position::ZERO,
+                segs: Vec::new(),
+                maps: Vec::new(),
+                pg: Some(PgState::default()),
+            };
+            t.refresh_pg()?;
+            return Ok(t);
+        }
         let mut t = Tailer {
             dir: dir.to_path_buf(),
             lister: Lister::new(cfg.pattern),
@@ -85,6 +116,7 @@ impl Tailer {
             released: Position::ZERO,
             segs: Vec::new(),
             maps: Vec::new(),
+            pg: None,
         };
         let names = t.lister.list(&t.dir, None)?;
         let segs = t.scan(&names, Position::ZERO, false)?;
@@ -102,6 +134,9 @@ impl Tailer {
     /// observed stream changed: growth, a new segment, a segment sealed. On error the
     /// observed state is left as it was.
     pub fn refresh(&mut self) -> Result<bool, SourceError> {
+        if self.pg.is_some() {
+            return self.refresh_pg();
+        }
         let listed = self.lister.list(&self.dir, self.floor.as_ref())?;
         let present = |name: &SegmentName| listed.binary_search(name).is_ok();
 
@@ -291,6 +326,9 @@ impl Tailer {
     /// Re-anchors the stream: segment `name` starts at `start`, and only segments whose name
     /// sorts at or after it are part of the stream. Forgets every release.
     pub fn rebase(&mut self, name: &SegmentName, start: Position) -> Result<(), SourceError> {
+        if self.pg.is_some() {
+            return self.check_fixed(self.segment(name).map(|s| s.start), name, start);
+        }
         let listed = self.lister.list(&self.dir, Some(name))?;
         if listed.first() != Some(name) {
             return Err(SourceError::SegmentNotFound { dir: self.dir.clone(), segment: name.clone() });
@@ -301,6 +339,13 @@ impl Tailer {
     /// Re-anchors the stream for a receiver whose last segment `after` is complete (and may
     /// be gone from the directory): the first segment sorting after `after` starts at `start`.
     pub fn rebase_after(&mut self, after: &SegmentName, start: Position) -> Result<(), SourceError> {
+        if self.pg.is_some() {
+            let next = self.segment_after(Some(after)).map(|s| (s.name.clone(), s.start));
+            let Some((name, at)) = next else {
+                return Err(SourceError::NoSegmentAfter { dir: self.dir.clone(), after: after.clone() });
+            };
+            return self.check_fixed(Some(at), &name, start);
+        }
         let mut listed = self.lister.list(&self.dir, Some(after))?;
         if listed.first() == Some(after) {
             listed.remove(0);
@@ -309,6 +354,38 @@ impl Tailer {
             return Err(SourceError::NoSegmentAfter { dir: self.dir.clone(), after: after.clone() });
         }
         self.reanchor(&listed, start)
+    }
+
+    /// Whether positions are fixed by the format (PostgreSQL LSNs), so that
+    /// [`Tailer::rebase`] can only confirm them.
+    pub fn fixed_positions(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// The PostgreSQL cluster, once a segment has been read (PostgreSQL format only).
+    pub fn postgres(&self) -> Option<PgSource> {
+        self.pg.as_ref().and_then(PgState::source)
+    }
+
+    /// The timeline history files (`TTTTTTTT.history`) in the directory, sorted
+    /// (PostgreSQL format only; they travel beside the stream).
+    pub fn history_files(&self) -> &[String] {
+        self.pg.as_ref().map_or(&[], PgState::histories)
+    }
+
+    /// Where and why the last walk to the valid end stopped (PostgreSQL format only).
+    pub fn last_stop(&self) -> Option<&crate::postgres::Stop> {
+        self.pg.as_ref().and_then(PgState::last_stop)
+    }
+
+    fn check_fixed(&self, ours: Option<Position>, name: &SegmentName, asked: Position) -> Result<(), SourceError> {
+        match ours {
+            Some(ours) if ours == asked => Ok(()),
+            Some(ours) => {
+                Err(SourceError::FixedPositions { dir: self.dir.clone(), segment: name.clone(), ours, asked })
+            }
+            None => Err(SourceError::SegmentNotFound { dir: self.dir.clone(), segment: name.clone() }),
+        }
     }
 
     fn reanchor(&mut self, listed: &[SegmentName], start: Position) -> Result<(), SourceError> {
@@ -374,7 +451,7 @@ impl Tailer {
         }
     }
 
-    fn removed(&self, seg: &SegmentInfo, needed: Position) -> SourceError {
+    pub(crate) fn removed(&self, seg: &SegmentInfo, needed: Position) -> SourceError {
         SourceError::SegmentRemoved { dir: self.dir.clone(), segment: seg.name.clone(), needed }
     }
 

@@ -368,7 +368,7 @@ fn only_matching_visible_valid_regular_files_are_segments() -> Result {
     assert_eq!(names, ["000000010000000000000001", "000000010000000000000001.history", "000000010000000000000002"]);
 
     let pattern = glob::Pattern::new("[0-9A-F]*[0-9A-F]")?;
-    let mut t = Tailer::open(d.path(), TailerConfig { pattern: Some(pattern) })?;
+    let mut t = Tailer::open(d.path(), TailerConfig { pattern: Some(pattern), ..TailerConfig::default() })?;
     let names: Vec<_> = t.segments().iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["000000010000000000000001", "000000010000000000000002"]);
     // Newcomers that do not match change nothing.
