@@ -157,6 +157,18 @@ pub struct ReceiveArgs {
 pub enum Format {
     /// Any append-only segment files, ordered by name.
     Raw,
+    /// A PostgreSQL pg_wal directory (13–17): LSN positions, shipped up to the last complete, CRC-checked record.
+    Postgres,
+}
+
+impl Format {
+    /// The tailer's format.
+    pub fn source_format(self) -> walship_source::SourceFormat {
+        match self {
+            Format::Raw => walship_source::SourceFormat::Raw,
+            Format::Postgres => walship_source::SourceFormat::Postgres,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

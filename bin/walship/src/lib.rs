@@ -163,6 +163,8 @@ async fn send(a: cli::SendArgs) -> Result<()> {
     let targets = a.to.iter().map(|t| parse_target(t, a.server_name.as_deref())).collect::<Result<Vec<_>>>()?;
     let source_id = match a.source_id {
         Some(s) => s,
+        // The database system identifier, read from the WAL by the sender.
+        None if a.format == cli::Format::Postgres => String::new(),
         None => {
             let dir = std::fs::canonicalize(&a.wal_dir).with_context(|| format!("wal dir {}", a.wal_dir.display()))?;
             format!("raw:{}:{}", hostname(), dir.display())
@@ -170,7 +172,7 @@ async fn send(a: cli::SendArgs) -> Result<()> {
     };
     let opts = SenderOptions {
         wal_dir: a.wal_dir.clone(),
-        tailer: walship_source::TailerConfig { pattern: a.pattern },
+        tailer: walship_source::TailerConfig { pattern: a.pattern, format: a.format.source_format() },
         source_id,
         sender_name: hostname(),
         targets,

@@ -19,7 +19,7 @@ use walship_core::histogram::Histogram;
 use walship_core::lag::{DEFAULT_CAPACITY, LagTracker, LevelLag};
 use walship_core::proto;
 use walship_net::TlsFiles;
-use walship_source::{Tailer, TailerConfig, Watcher};
+use walship_source::{SourceFormat, Tailer, TailerConfig, Watcher};
 
 use crate::AgentError;
 use crate::backoff::Backoff;
@@ -273,7 +273,10 @@ impl Shared {
         let rpo = lock(&self.rpo);
         SenderSnapshot {
             source_id: self.opts.source_id.clone(),
-            format: "raw",
+            format: match self.opts.tailer.format {
+                SourceFormat::Raw => "raw",
+                SourceFormat::Postgres => "postgres",
+            },
             end,
             receivers,
             lags,
@@ -364,7 +367,33 @@ impl Sender {
             )));
         }
         let sync = opts.sync;
+        let mut opts = opts;
         let tailer = Tailer::open(&opts.wal_dir, opts.tailer.clone())?;
+        if opts.tailer.format == SourceFormat::Postgres {
+            let Some(pg) = tailer.postgres() else {
+                return Err(AgentError::Config(format!(
+                    "no PostgreSQL WAL in {}: no segment with a valid long page header (is it a pg_wal directory?)",
+                    opts.wal_dir.display()
+                )));
+            };
+            // The source id of a PostgreSQL cluster is its system identifier.
+            let sysid = pg.system_identifier.to_string();
+            if !opts.source_id.is_empty() && opts.source_id != sysid {
+                return Err(AgentError::Config(format!(
+                    "--source-id {} does not match the database system identifier {sysid} of {}",
+                    opts.source_id,
+                    opts.wal_dir.display()
+                )));
+            }
+            opts.source_id = sysid;
+            info!(
+                system_identifier = pg.system_identifier,
+                segment_size = pg.geometry.seg_size(),
+                block_size = pg.geometry.block_size(),
+                timeline = pg.timeline,
+                "postgres wal"
+            );
+        }
         let watcher = Watcher::new(&opts.wal_dir, opts.poll_interval, Duration::from_millis(1))?;
         if watcher.is_polling_only() {
             warn!(dir = %opts.wal_dir.display(), "file notifications unavailable; polling every 1 ms");
@@ -569,12 +598,16 @@ async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: 
 }
 
 /// The sender's config for session cores.
-pub(crate) fn core_config(opts: &SenderOptions) -> walship_core::sender::SenderConfig {
+pub(crate) fn core_config(opts: &SenderOptions, tailer: &Tailer) -> walship_core::sender::SenderConfig {
+    let (format, segment_size, timeline) = match tailer.postgres() {
+        Some(pg) => (proto::Format::Postgres, pg.geometry.seg_size(), pg.timeline),
+        None => (proto::Format::Raw, 0, 0),
+    };
     walship_core::sender::SenderConfig {
         source_id: opts.source_id.clone(),
-        format: proto::Format::Raw,
-        segment_size: 0,
-        timeline: 0,
+        format,
+        segment_size,
+        timeline,
         sender_name: opts.sender_name.clone(),
         max_frame: opts.max_frame,
         max_inflight: opts.max_inflight,

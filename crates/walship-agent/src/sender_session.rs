@@ -88,7 +88,8 @@ async fn session(
         _ => (false, e),
     };
     let (mut ctl_tx, mut ctl_rx) = walship_net::control::open(conn).await.map_err(|e| early(e.into()))?;
-    let mut core = SenderSession::new(core_config(&shared.opts), shared.base);
+    let cfg = core_config(&shared.opts, &lock(&shared.tailer));
+    let mut core = SenderSession::new(cfg, shared.base);
     while let Some(m) = core.poll_control() {
         ctl_tx.send(m).await.map_err(|e| early(e.into()))?;
     }
@@ -156,9 +157,9 @@ fn resolve_resume(t: &mut Tailer, req: &ResumeRequest, may_rebase: bool) -> Resu
     match found {
         Some(info) => {
             if info.start != seg.start {
-                if !may_rebase {
+                if !may_rebase || t.fixed_positions() {
                     return ResumeCheck::Diverged(format!(
-                        "segment {} starts at position {} on the mirror but at {} for the other receivers",
+                        "segment {} starts at position {} on the mirror but at {} in the source",
                         seg.name, seg.start, info.start
                     ));
                 }
@@ -195,7 +196,7 @@ fn resolve_resume(t: &mut Tailer, req: &ResumeRequest, may_rebase: bool) -> Resu
             let next_ok = t.segments().iter().find(|s| s.name > seg.name).map(|s| s.start);
             match next_ok {
                 Some(start) if start == req.durable_pos => ResumeCheck::Unverifiable,
-                Some(_) if may_rebase => match t.rebase_after(&seg.name, req.durable_pos) {
+                Some(_) if may_rebase && !t.fixed_positions() => match t.rebase_after(&seg.name, req.durable_pos) {
                     Ok(()) => ResumeCheck::Unverifiable,
                     Err(e) => ResumeCheck::Gone(e.to_string()),
                 },
@@ -204,7 +205,7 @@ fn resolve_resume(t: &mut Tailer, req: &ResumeRequest, may_rebase: bool) -> Resu
                     seg.name, req.durable_pos
                 )),
                 // Nothing after it yet: wait for the next segment at the mirror's position.
-                None if may_rebase => match t.rebase_after(&seg.name, req.durable_pos) {
+                None if may_rebase && !t.fixed_positions() => match t.rebase_after(&seg.name, req.durable_pos) {
                     Ok(()) => ResumeCheck::Unverifiable,
                     Err(_) => ResumeCheck::Unverifiable,
                 },

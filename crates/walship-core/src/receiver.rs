@@ -45,6 +45,9 @@ pub enum HelloError {
     /// An unknown WAL format.
     #[error("unknown wal format {0}")]
     Format(i32),
+    /// A segment size the format does not allow (PostgreSQL: a power of two from 1 MiB to 1 GiB; raw: 0).
+    #[error("invalid segment size {0} for the wal format")]
+    SegmentSize(u64),
     /// The source id is empty, too long or not printable.
     #[error("invalid source id {0:?}")]
     SourceId(String),
@@ -58,7 +61,7 @@ impl HelloError {
     pub fn code(&self) -> proto::ErrorCode {
         match self {
             HelloError::Version(_) => proto::ErrorCode::Version,
-            HelloError::Format(_) => proto::ErrorCode::FormatMismatch,
+            HelloError::Format(_) | HelloError::SegmentSize(_) => proto::ErrorCode::FormatMismatch,
             _ => proto::ErrorCode::Protocol,
         }
     }
@@ -77,6 +80,15 @@ pub fn check_hello(msg: Msg, max_payload: u32) -> Result<Peer, HelloError> {
         Ok(f @ (proto::Format::Raw | proto::Format::Postgres)) => f,
         _ => return Err(HelloError::Format(h.format)),
     };
+    let size_ok = match format {
+        proto::Format::Postgres => {
+            h.segment_size.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&h.segment_size)
+        }
+        _ => h.segment_size == 0,
+    };
+    if !size_ok {
+        return Err(HelloError::SegmentSize(h.segment_size));
+    }
     if h.source_id.is_empty() || h.source_id.len() > MAX_SOURCE_ID_LEN || h.source_id.chars().any(|c| c.is_control()) {
         return Err(HelloError::SourceId(h.source_id));
     }
