@@ -7,6 +7,7 @@
 //! nothing sleeps a fixed time and hopes.
 pub mod browser;
 pub mod http;
+pub mod pg;
 pub mod proc;
 pub mod writer;
 
