@@ -66,7 +66,8 @@ pub struct WaitArgs {
     /// Position to wait for: decimal bytes or PostgreSQL X/Y (default: the WAL end at the call).
     #[arg(long, conflicts_with = "segment", value_parser = parse_position)]
     pub position: Option<walship_core::Position>,
-    /// Wait for this whole segment (e.g. PostgreSQL's archive_command %f).
+    /// Wait for this whole segment (e.g. PostgreSQL's archive_command %f). PostgreSQL `.history`, `.backup` and
+    /// `.partial` names succeed at once (outcome "skipped"): they are not segments of the stream.
     #[arg(long)]
     pub segment: Option<String>,
     /// Give up after this long (exit 4).
@@ -187,7 +188,8 @@ pub struct SendArgs {
     /// Name to verify in the receiver's certificate (default: the host part of --to).
     #[arg(long, env = "WALSHIP_SERVER_NAME")]
     pub server_name: Option<String>,
-    /// Identity of this WAL source; a mirror refuses any other. Default: raw:<hostname>:<canonical wal dir>.
+    /// Identity of this WAL source; a mirror refuses any other. Default: raw:<hostname>:<canonical wal dir>; for
+    /// --format postgres, the database system identifier (a different value is refused).
     #[arg(long, env = "WALSHIP_SOURCE_ID")]
     pub source_id: Option<String>,
     /// Only file names matching this glob are segments (default: every file not starting with '.').
@@ -223,6 +225,11 @@ pub struct SendArgs {
     /// Longest reconnect delay.
     #[arg(long, env = "WALSHIP_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
+    /// Retention guard for `walship wait --segment` as archive_command: once more than this much WAL (e.g. 8GiB)
+    /// is not yet flushed on the quorum, segment waits succeed anyway (outcome "released", logged at error level,
+    /// counted in walship_retention_released_segments_total) so that the primary can recycle them. Default: no limit.
+    #[arg(long, env = "WALSHIP_MAX_RETAINED", value_parser = parse_size)]
+    pub max_retained: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -179,6 +179,7 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         tls: tls(&a.tls),
         max_frame: a.max_frame,
         max_inflight: a.max_inflight,
+        max_retained: a.max_retained,
         poll_interval: a.poll_interval,
         backoff_initial: a.reconnect_min,
         backoff_max: a.reconnect_max,
@@ -225,8 +226,28 @@ fn verify(a: cli::VerifyArgs) -> ExitCode {
     }
 }
 
-/// `walship wait`: one JSON line; exit 0 durable, 3 degraded, 4 timeout, 2 error.
+/// Why `walship wait --segment NAME` has nothing to wait for, when NAME is a
+/// file PostgreSQL archives that is not a segment of the stream.
+fn not_a_segment(name: &str) -> Option<&'static str> {
+    if name.ends_with(".history") {
+        Some("timeline history files stay in pg_wal for good; the sender ships them from there")
+    } else if name.ends_with(".backup") {
+        Some("backup history files are not needed to restore from the mirror")
+    } else if name.ends_with(".partial") {
+        Some("a .partial segment of an old timeline is not needed: the new timeline's segment holds its bytes")
+    } else {
+        None
+    }
+}
+
+/// `walship wait`: one JSON line; exit 0 durable (or released / skipped for a
+/// segment), 3 degraded, 4 timeout, 2 error.
 fn wait(a: cli::WaitArgs) -> ExitCode {
+    if let Some(why) = a.segment.as_deref().and_then(not_a_segment) {
+        let name = a.segment.as_deref().unwrap_or_default();
+        println!("{}", serde_json::json!({ "outcome": "skipped", "segment": name, "reason": why }));
+        return ExitCode::SUCCESS;
+    }
     let mut w = match (a.position, a.segment) {
         (Some(p), _) => walship_client::Wait::position(p.get().to_string()),
         (None, Some(s)) => walship_client::Wait::segment(s),
@@ -239,7 +260,10 @@ fn wait(a: cli::WaitArgs) -> ExitCode {
         Ok(r) => {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             match r.outcome {
-                walship_client::Outcome::Durable => ExitCode::SUCCESS,
+                walship_client::Outcome::Durable | walship_client::Outcome::Skipped => ExitCode::SUCCESS,
+                // The sender logged it at error level and counted it: the
+                // primary's disk comes first (archive_command must succeed).
+                walship_client::Outcome::Released => ExitCode::SUCCESS,
                 walship_client::Outcome::Degraded => ExitCode::from(3),
                 walship_client::Outcome::Timeout => ExitCode::from(4),
             }

@@ -251,7 +251,22 @@ fn sender(enc: &mut DescriptorEncoder, h: &walship_agent::SenderHandle) -> Resul
     gauges(enc, "walship_sync_waiters", "Waits currently blocked.", &one(y.waiting as u64))?;
     counters(enc, "walship_sync_fallbacks", "Times semi-sync degraded to async.", &one(y.fallbacks))?;
     counters(enc, "walship_sync_recoveries", "Times semi-sync returned from degraded to sync.", &one(y.recoveries))?;
-    let waits: Vec<(Labels, &Histogram)> = ["durable", "degraded", "timeout"]
+    counters(
+        enc,
+        "walship_retention_released_segments",
+        "Segment waits (archive_command) let go without the segment being durable, because the unshipped WAL \
+         exceeded --max-retained.",
+        &one(y.released),
+    )?;
+    if let Some(max) = y.max_retained {
+        gauges(
+            enc,
+            "walship_retention_max_bytes",
+            "--max-retained: unshipped WAL allowed before segments are released.",
+            &one(max),
+        )?;
+    }
+    let waits: Vec<(Labels, &Histogram)> = ["durable", "degraded", "timeout", "released"]
         .iter()
         .zip(y.waits.iter())
         .map(|(o, h)| (vec![("outcome".to_string(), o.to_string())], h))

@@ -55,6 +55,8 @@ pub struct SenderOptions {
     pub rpo_target: Option<Duration>,
     /// `--sync-quorum`, `--sync-level`, `--sync-timeout`.
     pub sync: walship_core::sync::SyncConfig,
+    /// `--max-retained`: unshipped bytes beyond which segment waits (archive_command) are let go.
+    pub max_retained: Option<u64>,
 }
 
 impl SenderOptions {
@@ -79,6 +81,7 @@ impl SenderOptions {
                 level: walship_core::sync::AckLevel::Flush,
                 timeout: Some(Duration::from_secs(10)),
             },
+            max_retained: None,
         }
     }
 }
@@ -186,7 +189,11 @@ pub struct SyncSnapshot {
     pub fallbacks: u64,
     pub recoveries: u64,
     /// Wait durations by outcome: durable, degraded, timeout.
-    pub waits: [Histogram; 3],
+    pub waits: [Histogram; 4],
+    /// Segment waits let go by the `--max-retained` guard.
+    pub released: u64,
+    /// `--max-retained`.
+    pub max_retained: Option<u64>,
 }
 
 /// Seconds within and outside the RPO target.
@@ -302,6 +309,8 @@ impl Shared {
                     fallbacks: t.fallbacks(),
                     recoveries: t.recoveries(),
                     waits: lock(&self.sync.waits).clone(),
+                    released: self.sync.released.load(std::sync::atomic::Ordering::Relaxed),
+                    max_retained: self.opts.max_retained,
                 }
             },
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use walship_core::histogram::Histogram;
 use walship_core::sync::{AckLevel, Released, SyncConfig, SyncEvent, SyncTracker, WaitId, WaitOutcome};
 use walship_core::{Position, SegmentName};
@@ -25,7 +25,9 @@ pub(crate) struct SyncShared {
     waiters: Mutex<HashMap<WaitId, oneshot::Sender<Released>>>,
     wake: Notify,
     /// Wait durations by outcome: durable, degraded, timeout.
-    pub(crate) waits: Mutex<[Histogram; 3]>,
+    pub(crate) waits: Mutex<[Histogram; 4]>,
+    /// Segment waits let go by the `--max-retained` guard.
+    pub(crate) released: std::sync::atomic::AtomicU64,
 }
 
 impl SyncShared {
@@ -35,6 +37,7 @@ impl SyncShared {
             waiters: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             waits: Mutex::new(Default::default()),
+            released: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -80,6 +83,7 @@ fn outcome_index(o: WaitOutcome) -> usize {
         WaitOutcome::Durable => 0,
         WaitOutcome::Degraded => 1,
         WaitOutcome::Timeout => 2,
+        WaitOutcome::Released => 3,
     }
 }
 
@@ -124,18 +128,50 @@ impl Shared {
         }
     }
 
+    /// The `--max-retained` guard for a segment wait: when the WAL not yet
+    /// flushed on the quorum exceeds the limit and the segment is not on it,
+    /// let the caller (PostgreSQL's archive_command) go so that the primary
+    /// can recycle the segment: its disk matters more than the chain then.
+    fn retention_guard(&self, name: &SegmentName, seg_end: Position) -> Option<WaitResult> {
+        let max = self.opts.max_retained?;
+        let quorum = self.quorum_pos(&lock(&self.receivers));
+        let end = *self.end.borrow();
+        let retained = end.since(quorum);
+        if quorum >= seg_end || retained <= max {
+            return None;
+        }
+        let n = self.sync.released.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        error!(
+            segment = %name,
+            retained_bytes = retained,
+            max_retained = max,
+            quorum_pos = %quorum,
+            released_total = n,
+            "released a segment that is NOT durable on the receivers: unshipped wal exceeds --max-retained; \
+             the primary may now recycle it, and a receiver that misses it needs a new base backup and mirror"
+        );
+        lock(&self.sync.waits)[outcome_index(WaitOutcome::Released)].record(0.0);
+        Some(WaitResult { outcome: WaitOutcome::Released, position: seg_end, waited: Duration::ZERO })
+    }
+
     async fn wait(&self, target: WaitTarget, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
         let position = match target {
             WaitTarget::End => self.refresh_source()?,
             WaitTarget::Position(p) => p,
             WaitTarget::Segment(name) => {
                 self.refresh_source()?;
-                let t = lock(&self.tailer);
-                match t.segments().iter().find(|s| s.name == name) {
-                    Some(s) if s.sealed => s.end(),
-                    Some(_) => return Err(WaitError::SegmentIncomplete(name)),
-                    None => return Err(WaitError::SegmentUnknown(name)),
+                let end = {
+                    let t = lock(&self.tailer);
+                    match t.segments().iter().find(|s| s.name == name) {
+                        Some(s) if s.sealed => s.end(),
+                        Some(_) => return Err(WaitError::SegmentIncomplete(name)),
+                        None => return Err(WaitError::SegmentUnknown(name)),
+                    }
+                };
+                if let Some(r) = self.retention_guard(&name, end) {
+                    return Ok(r);
                 }
+                end
             }
         };
         let now = Instant::now();

@@ -30,6 +30,12 @@ pub enum Outcome {
     Degraded,
     /// The caller's own timeout passed first.
     Timeout,
+    /// A segment was let go without being durable: the sender's `--max-retained` was exceeded.
+    Released,
+    /// Not a WAL segment (a PostgreSQL `.history`, `.backup` or `.partial`
+    /// file given to `walship wait --segment`): nothing to wait for. Only
+    /// the CLI produces it, without asking the sender.
+    Skipped,
 }
 
 /// The answer of `POST /v1/wait`.

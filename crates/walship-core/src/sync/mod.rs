@@ -89,6 +89,10 @@ pub enum WaitOutcome {
     Degraded,
     /// The caller's own timeout passed first.
     Timeout,
+    /// A segment wait let go without the segment being durable: the WAL not
+    /// yet on the quorum exceeded the sender's `--max-retained` (never
+    /// produced by the tracker; the sender decides it before registering).
+    Released,
 }
 
 impl WaitOutcome {
@@ -98,6 +102,7 @@ impl WaitOutcome {
             WaitOutcome::Durable => "durable",
             WaitOutcome::Degraded => "degraded",
             WaitOutcome::Timeout => "timeout",
+            WaitOutcome::Released => "released",
         }
     }
 }
