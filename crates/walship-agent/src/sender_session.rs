@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
-use walship_core::frame;
+use tracing::{info, warn};
 use walship_core::proto::{ErrorCode, control::Msg};
 use walship_core::receiver::error_msg;
 use walship_core::sender::{Cursor, ResumeCheck, ResumeRequest, SegmentView, SenderSession, SessionError, Transmit};
+use walship_core::{SegmentName, frame};
 use walship_net::{ControlSend, Endpoint, NetError, close};
 use walship_source::{SegmentInfo, SourceError, Tailer};
 
@@ -235,9 +235,36 @@ enum Out {
     Whole(bytes::Bytes),
 }
 
-fn next_out(shared: &Shared, core: &mut SenderSession) -> Result<Option<(Out, u64)>, Failure> {
+/// The next side file (a PostgreSQL timeline history file) this session has
+/// not sent, as a file frame. Sent before the stream moves on, so a new
+/// timeline's history reaches the mirror before its segments.
+fn next_file(t: &Tailer, core: &SenderSession, sent: &mut Vec<String>, now: Instant) -> Option<Out> {
+    let name = t.history_files().iter().find(|n| !sent.contains(n))?.clone();
+    sent.push(name.clone());
+    let path = t.dir().join(&name);
+    let contents = match std::fs::read(&path) {
+        Ok(c) if c.len() + name.len() + 2 <= core.config().max_frame as usize => c,
+        Ok(c) => {
+            warn!(file = %path.display(), bytes = c.len(), "history file larger than a frame; not shipped");
+            return None;
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot read history file; not shipped");
+            return None;
+        }
+    };
+    let seg = SegmentName::new(&name).ok()?;
+    let frame = frame::encode_file(core.positions().sent, core.timestamp_us(now), &seg, contents.into());
+    info!(file = %name, "shipping history file");
+    Some(Out::Whole(frame))
+}
+
+fn next_out(shared: &Shared, core: &mut SenderSession, files: &mut Vec<String>) -> Result<Option<(Out, u64)>, Failure> {
     let now = Instant::now();
     let mut t = lock(&shared.tailer);
+    if let Some(out) = next_file(&t, core, files, now) {
+        return Ok(Some((out, 0)));
+    }
     let tr = {
         let view = view_for(t.segments(), core.cursor());
         core.poll_transmit(view, now)?
@@ -286,6 +313,7 @@ async fn stream(
     });
     let _abort = AbortOnDrop(reader);
     let mut end_rx = shared.end.subscribe();
+    let mut files_sent = Vec::new();
     let mut frames = 0u64;
     let mut bytes = 0u64;
     let mut last_publish = Instant::now();
@@ -305,7 +333,7 @@ async fn stream(
             shared.release();
             last_publish = Instant::now();
         }
-        match next_out(shared, &mut core)? {
+        match next_out(shared, &mut core, &mut files_sent)? {
             Some((out, n)) => {
                 match out {
                     Out::Header(h, payload) => data.send_frame(h, payload).await?,

@@ -111,6 +111,10 @@ fn apply(mirror: &mut Mirror, op: StoreOp, events: &mpsc::UnboundedSender<StoreE
             let _ = events.send(StoreEvent::Written(mirror.written_pos()));
         }
         StoreOp::Write { pos, data } => mirror.write(pos, &data)?,
+        StoreOp::WriteFile { name, contents } => {
+            mirror.write_file(&name, &contents)?;
+            tracing::info!(file = %name, bytes = contents.len(), "side file written");
+        }
         StoreOp::CompleteSegment { end } => {
             let t = Instant::now();
             let name = mirror.resume_point().segment.map(|s| s.name.to_string()).unwrap_or_default();

@@ -152,6 +152,9 @@ pub enum StoreOp {
     Write { pos: Position, data: Bytes },
     /// The open segment is complete at `end`: sync, rename, record.
     CompleteSegment { end: Position },
+    /// Write side file `name` (e.g. a timeline history file) durably, in
+    /// order with the stream; no position moves.
+    WriteFile { name: SegmentName, contents: Bytes },
 }
 
 /// A frame that does not fit the stream; the session must end.
@@ -300,6 +303,7 @@ impl ReceiverSession {
                 self.next = pos.add(payload.len() as u64);
                 Ok(Some(StoreOp::Write { pos, data: payload }))
             }
+            Frame::File { name, contents, .. } => Ok(Some(StoreOp::WriteFile { name, contents })),
             Frame::SegmentEnd { pos, .. } => {
                 let Some(open) = self.open.take() else {
                     return Err(StreamError::NoSegment(pos));

@@ -91,6 +91,7 @@ struct Store {
     data: Vec<u8>,
     written: Position,
     flushed: Position,
+    files: Vec<(SegmentName, bytes::Bytes)>,
 }
 
 impl Store {
@@ -106,6 +107,7 @@ impl Store {
                 self.segments.last_mut().expect("open segment").2 = Some(end);
                 self.flushed = end;
             }
+            StoreOp::WriteFile { name, contents } => self.files.push((name, contents)),
         }
     }
 
@@ -395,4 +397,30 @@ fn a_segment_start_never_claims_the_previous_segment_flushed() {
     r.handle_flushed(Position(3000), now).expect("store synced a");
     let Some(Msg::Ack(a)) = r.poll_control() else { panic!("ack after the flush") };
     assert_eq!((a.written_pos, a.flushed_pos), (3010, 3000));
+}
+
+#[test]
+fn file_frames_become_store_writes_anywhere_and_move_no_position() {
+    let now = Instant::now();
+    let empty = empty_mirror();
+    let mut r = ReceiverSession::new(ReceiverConfig { max_frame: 100, ack_bytes: 1, separate_apply: false }, 1, &empty);
+    let file = |p: u64| Frame::File {
+        pos: Position(p),
+        timestamp_us: 0,
+        name: SegmentName::new("00000002.history").expect("n"),
+        contents: Bytes::from_static(b"1\t0/815D20\tx\n"),
+    };
+    let op = r.handle_frame(file(0), now).expect("before any segment");
+    assert!(matches!(op, Some(StoreOp::WriteFile { ref name, .. }) if name.as_str() == "00000002.history"));
+    r.handle_frame(
+        Frame::SegmentStart { pos: Position(0), timestamp_us: 0, name: SegmentName::new("m").expect("n") },
+        now,
+    )
+    .expect("start");
+    r.handle_frame(Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from(vec![1; 10]) }, now)
+        .expect("data");
+    assert!(matches!(r.handle_frame(file(10), now), Ok(Some(StoreOp::WriteFile { .. }))), "inside a segment too");
+    // The stream goes on exactly where it was: the file took no position.
+    let next = Frame::Data { pos: Position(10), timestamp_us: 0, payload: Bytes::from(vec![2; 5]) };
+    assert!(matches!(r.handle_frame(next, now), Ok(Some(StoreOp::Write { pos: Position(10), .. }))));
 }

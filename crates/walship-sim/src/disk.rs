@@ -55,6 +55,8 @@ impl Disk {
     /// Performs a store operation; `Ok(true)` when it synced (segment end).
     pub fn apply(&mut self, op: StoreOp) -> Result<bool, String> {
         match op {
+            // Side files do not move positions; the simulation does not model them.
+            StoreOp::WriteFile { .. } => Ok(false),
             StoreOp::StartSegment { name, start } => {
                 if let Some((last, _, None)) = self.table.last() {
                     return Err(format!("store: segment {name} starts while {last} is open"));

@@ -92,6 +92,12 @@ pub enum StoreError {
         /// Where it is.
         path: PathBuf,
     },
+    /// A side file arrived whose name exists in the mirror with other contents.
+    #[error("file {} already exists in the mirror with different contents; refusing to replace it", path.display())]
+    FileConflict {
+        /// Where it is.
+        path: PathBuf,
+    },
     /// A new segment was started while the current one is incomplete.
     #[error("cannot start segment {new}: segment {current} is still in progress")]
     SegmentInProgress {

@@ -337,6 +337,39 @@ impl Mirror {
         Ok(discarded)
     }
 
+    /// Writes side file `name` (e.g. a PostgreSQL timeline history file)
+    /// durably and atomically: `.NAME.tmp`, fdatasync, rename, directory
+    /// fsync. A file already there with the same contents is left alone; with
+    /// other contents, or under a segment's name, it is refused: the mirror
+    /// never replaces what it holds.
+    pub fn write_file(&mut self, name: &SegmentName, contents: &[u8]) -> Result<(), StoreError> {
+        self.check_poisoned()?;
+        if name.as_str().starts_with("walship.") {
+            return Err(StoreError::ReservedName(name.to_string()));
+        }
+        let path = self.dir.join(name.as_str());
+        if self.segments.iter().any(|s| s.name == *name) {
+            return Err(StoreError::SegmentExists { name: name.to_string(), path });
+        }
+        match std::fs::read(&path) {
+            Ok(old) if old == contents => return Ok(()),
+            Ok(_) => return Err(StoreError::FileConflict { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("read", &path)(e)),
+        }
+        let tmp = self.dir.join(format!(".{}.tmp", name.as_str()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(StoreError::io("create", &tmp))?;
+        pwrite_all(&file, &tmp, contents, 0)?;
+        sync_data(&file, &tmp)?;
+        rename(&tmp, &path)?;
+        sync_dir(&self.dir)
+    }
+
     /// Completes the current segment at `end` (the written position; the
     /// segment size for fixed-size segments): fdatasync, rename `NAME.partial`
     /// to `NAME`, fsync the directory, record end and CRC, durable = `end`.

@@ -194,3 +194,27 @@ fn read_durable_sees_position_only_flushes_while_the_mirror_is_open() {
     // A stale walship.pos record of s1 must not be applied to s2.
     assert_eq!(crate::read_durable(tmp.path()).unwrap(), Position(106));
 }
+
+#[test]
+fn side_files_are_written_once_and_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = open(tmp.path());
+    m.bind(&raw()).unwrap();
+    m.start_segment(&name("s1"), Position(0)).unwrap();
+    let hist = name("00000002.history");
+    m.write_file(&hist, b"1\t0/815D20\tx\n").unwrap();
+    assert_eq!(std::fs::read(tmp.path().join("00000002.history")).unwrap(), b"1\t0/815D20\tx\n");
+    m.write_file(&hist, b"1\t0/815D20\tx\n").unwrap();
+    let err = m.write_file(&hist, b"1\t0/999999\ty\n").unwrap_err();
+    assert!(matches!(err, StoreError::FileConflict { .. }), "{err}");
+    assert_eq!(std::fs::read(tmp.path().join("00000002.history")).unwrap(), b"1\t0/815D20\tx\n", "kept");
+    assert!(matches!(m.write_file(&name("s1"), b"x").unwrap_err(), StoreError::SegmentExists { .. }));
+    assert!(matches!(m.write_file(&name("walship.control"), b"x").unwrap_err(), StoreError::ReservedName(_)));
+    assert!(!tmp.path().join(".00000002.history.tmp").exists(), "no temp file left behind");
+    // Nothing of this moved a position, and the mirror reopens fine with the file in it.
+    m.write(Position(0), b"abc").unwrap();
+    m.flush().unwrap();
+    drop(m);
+    let m = open(tmp.path());
+    assert_eq!(m.durable_pos(), Position(3));
+}

@@ -7,7 +7,7 @@
 //! |-------:|-----:|-----------|-----------------------------------------------------------|
 //! | 0      | 4    | magic     | `57 53 48 46` (`"WSHF"`)                                   |
 //! | 4      | 1    | version   | `1`                                                       |
-//! | 5      | 1    | kind      | `0` data, `1` segment start, `2` segment end              |
+//! | 5      | 1    | kind      | `0` data, `1` segment start, `2` segment end, `3` file    |
 //! | 6      | 2    | flags     | reserved, `0` in version 1                                |
 //! | 8      | 8    | position  | data: position of the first payload byte; start/end: the segment's first / end position |
 //! | 16     | 4    | len       | payload length in bytes                                   |
@@ -15,7 +15,11 @@
 //! | 28     | 4    | crc       | CRC-32 (IEEE) over header bytes 0..28, then the payload   |
 //!
 //! A segment-start frame carries the segment's file name as its payload; a
-//! segment-end frame has no payload. `proto/FORMAT.md` has the same table and
+//! segment-end frame has no payload. A file frame carries a whole side file
+//! that travels beside the stream (a PostgreSQL timeline history file): a
+//! 2-byte little-endian name length, the name, then the contents; its
+//! position is the stream position when it was sent (the receiver writes the
+//! file, in order with the data, without moving any position). `proto/FORMAT.md` has the same table and
 //! golden vectors that the tests below check against this code.
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -34,6 +38,7 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 4 << 20;
 const KIND_DATA: u8 = 0;
 const KIND_SEGMENT_START: u8 = 1;
 const KIND_SEGMENT_END: u8 = 2;
+const KIND_FILE: u8 = 3;
 
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,13 +49,18 @@ pub enum Frame {
     SegmentStart { pos: Position, timestamp_us: u64, name: SegmentName },
     /// The current segment is complete; it ends at `pos` (exclusive).
     SegmentEnd { pos: Position, timestamp_us: u64 },
+    /// A whole side file (e.g. `00000002.history`), sent at stream position `pos`.
+    File { pos: Position, timestamp_us: u64, name: SegmentName, contents: Bytes },
 }
 
 impl Frame {
     /// The position the frame names.
     pub fn pos(&self) -> Position {
         match self {
-            Frame::Data { pos, .. } | Frame::SegmentStart { pos, .. } | Frame::SegmentEnd { pos, .. } => *pos,
+            Frame::Data { pos, .. }
+            | Frame::SegmentStart { pos, .. }
+            | Frame::SegmentEnd { pos, .. }
+            | Frame::File { pos, .. } => *pos,
         }
     }
 
@@ -59,17 +69,28 @@ impl Frame {
         match self {
             Frame::Data { timestamp_us, .. }
             | Frame::SegmentStart { timestamp_us, .. }
-            | Frame::SegmentEnd { timestamp_us, .. } => *timestamp_us,
+            | Frame::SegmentEnd { timestamp_us, .. }
+            | Frame::File { timestamp_us, .. } => *timestamp_us,
         }
     }
 
     /// Encodes the frame into one contiguous buffer (copies the payload;
     /// the hot path uses [`encode_header`] and sends the payload as is).
     pub fn to_bytes(&self) -> Bytes {
+        let file;
         let (kind, payload): (u8, &[u8]) = match self {
             Frame::Data { payload, .. } => (KIND_DATA, payload),
             Frame::SegmentStart { name, .. } => (KIND_SEGMENT_START, name.as_str().as_bytes()),
             Frame::SegmentEnd { .. } => (KIND_SEGMENT_END, &[]),
+            Frame::File { name, contents, .. } => {
+                let n = name.as_str().as_bytes();
+                let mut b = Vec::with_capacity(2 + n.len() + contents.len());
+                b.extend_from_slice(&u16::try_from(n.len()).unwrap_or(u16::MAX).to_le_bytes());
+                b.extend_from_slice(n);
+                b.extend_from_slice(contents);
+                file = b;
+                (KIND_FILE, &file[..])
+            }
         };
         let header = encode_raw(kind, self.pos(), self.timestamp_us(), payload);
         let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
@@ -87,6 +108,11 @@ pub fn encode_header(pos: Position, timestamp_us: u64, payload: &[u8]) -> [u8; H
 /// The whole segment-start frame for `name` at `pos`.
 pub fn encode_segment_start(pos: Position, timestamp_us: u64, name: &SegmentName) -> Bytes {
     Frame::SegmentStart { pos, timestamp_us, name: name.clone() }.to_bytes()
+}
+
+/// The whole file frame for side file `name` sent at stream position `pos`.
+pub fn encode_file(pos: Position, timestamp_us: u64, name: &SegmentName, contents: Bytes) -> Bytes {
+    Frame::File { pos, timestamp_us, name: name.clone(), contents }.to_bytes()
 }
 
 /// The whole segment-end frame at `pos`.
@@ -138,6 +164,9 @@ pub enum FrameError {
     /// A segment-start frame whose name is not a plain file name.
     #[error("segment-start frame at position {pos}: {source}")]
     BadSegmentName { pos: Position, source: SegmentNameError },
+    /// A file frame whose payload is shorter than its name length says.
+    #[error("file frame at position {0}: payload shorter than its name")]
+    FileTooShort(Position),
 }
 
 /// Decodes one frame from the front of `buf`.
@@ -166,7 +195,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: u32) -> Result<Option<Frame>, Fra
         return Err(FrameError::BadVersion(h[4]));
     }
     let kind = h[5];
-    if kind > KIND_SEGMENT_END {
+    if kind > KIND_FILE {
         return Err(FrameError::BadKind(kind));
     }
     let flags = u16::from_le_bytes([h[6], h[7]]);
@@ -200,6 +229,15 @@ pub fn decode(buf: &mut BytesMut, max_payload: u32) -> Result<Option<Frame>, Fra
             let name =
                 SegmentName::from_bytes(&payload).map_err(|source| FrameError::BadSegmentName { pos, source })?;
             Frame::SegmentStart { pos, timestamp_us, name }
+        }
+        KIND_FILE => {
+            let n = match payload.get(..2) {
+                Some(l) => usize::from(u16::from_le_bytes([l[0], l[1]])),
+                None => return Err(FrameError::FileTooShort(pos)),
+            };
+            let Some(raw) = payload.get(2..2 + n) else { return Err(FrameError::FileTooShort(pos)) };
+            let name = SegmentName::from_bytes(raw).map_err(|source| FrameError::BadSegmentName { pos, source })?;
+            Frame::File { pos, timestamp_us, name, contents: payload.slice(2 + n..) }
         }
         _ => {
             if !payload.is_empty() {

@@ -37,6 +37,15 @@ fn vectors() -> Vec<Vector> {
                     name: SegmentName::from_bytes(&payload).expect("vector segment name"),
                 },
                 "segment-end" => Frame::SegmentEnd { pos, timestamp_us },
+                "file" => {
+                    let n = usize::from(u16::from_le_bytes([payload[0], payload[1]]));
+                    Frame::File {
+                        pos,
+                        timestamp_us,
+                        name: SegmentName::from_bytes(&payload[2..2 + n]).expect("vector file name"),
+                        contents: Bytes::copy_from_slice(&payload[2 + n..]),
+                    }
+                }
                 k => panic!("unknown vector kind {k}"),
             };
             out.push(Vector { name: name.to_string(), frame, hex: field(block, "frame-hex").replace(' ', "") });
