@@ -98,6 +98,19 @@ pub enum StoreError {
         /// Where it is.
         path: PathBuf,
     },
+    /// A fixed-size segment starting inside its file, but not right where the previous segment of that file ended.
+    #[error(
+        "segment {name} starts at position {start}, inside its file (which begins at {base}), but the previous \
+         segment does not end there in the same file range"
+    )]
+    MidFileStart {
+        /// The segment.
+        name: String,
+        /// Where it starts.
+        start: Position,
+        /// Where its file begins.
+        base: Position,
+    },
     /// A new segment was started while the current one is incomplete.
     #[error("cannot start segment {new}: segment {current} is still in progress")]
     SegmentInProgress {

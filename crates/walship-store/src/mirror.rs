@@ -45,6 +45,32 @@ pub(crate) struct Seg {
     pub(crate) crc32: Option<u32>,
 }
 
+impl Seg {
+    /// The position of the file's first byte (see [`file_base`]).
+    pub(crate) fn base(&self, size: u64) -> Position {
+        file_base(self.start, size)
+    }
+
+    /// Whether the segment is complete but shorter than its file: its
+    /// timeline ended inside it. It keeps its `.partial` name.
+    pub(crate) fn is_short(&self, size: u64) -> bool {
+        size > 0 && self.end.is_some_and(|e| e.since(self.base(size)) < size)
+    }
+
+    /// The file holding the segment: `NAME` when complete, else `NAME.partial`.
+    pub(crate) fn file_name(&self, size: u64) -> String {
+        if self.end.is_some() && !self.is_short(size) { self.name.to_string() } else { self.name.partial_name() }
+    }
+}
+
+/// The position of the first byte of the file of a segment starting at
+/// `start`. Fixed-size segments (PostgreSQL) are aligned files: a segment
+/// that starts mid-file (a new timeline that branched inside it) holds the
+/// previous segment's bytes before its start. Raw segments start at their file's start.
+pub(crate) fn file_base(start: Position, size: u64) -> Position {
+    if size > 0 { Position(start.0 - start.0 % size) } else { start }
+}
+
 /// The open `.partial` of the current segment (the last in the table).
 pub(crate) struct Current {
     pub(crate) path: PathBuf,
@@ -172,11 +198,12 @@ impl Mirror {
         if from >= self.durable {
             return Ok((self.durable, crc32fast::hash(&[])));
         }
-        let (off, len) = (from.since(seg.start), self.durable.since(from));
+        let size = self.identity.as_ref().map_or(0, |i| i.segment_size);
+        let (off, len) = (from.since(seg.base(size)), self.durable.since(from));
         let h = match &self.current {
             Some(cur) => crc_range(&cur.file, &cur.path, off, len)?,
             None => {
-                let path = self.dir.join(seg.name.as_str());
+                let path = self.dir.join(seg.file_name(size));
                 failpoint("open").map_err(StoreError::io("open", &path))?;
                 let f = File::open(&path).map_err(StoreError::io("open", &path))?;
                 crc_range(&f, &path, off, len)?
@@ -189,6 +216,11 @@ impl Mirror {
     /// and `start` must be the written position, except for the first segment
     /// of an empty mirror, which may start anywhere. Creates `NAME.partial`
     /// (full size and zero-filled for fixed-size segments) and fsyncs the directory.
+    ///
+    /// A fixed-size segment may start mid-file only right after a segment
+    /// that ended there in the same file range (a timeline switch inside a
+    /// PostgreSQL segment): its file then begins with that segment's bytes,
+    /// as PostgreSQL's own file for the new timeline does.
     pub fn start_segment(&mut self, name: &SegmentName, start: Position) -> Result<(), StoreError> {
         self.check_poisoned()?;
         let Some(id) = &self.identity else { return Err(StoreError::Unbound) };
@@ -209,6 +241,14 @@ impl Mirror {
         if self.segments.iter().any(|s| s.name == *name) || final_path.exists() {
             return Err(StoreError::SegmentExists { name: name.to_string(), path: final_path });
         }
+        let base = file_base(start, size);
+        let inherit = match self.segments.last() {
+            _ if base == start => None,
+            Some(prev) if prev.end == Some(start) && prev.base(size) == base => {
+                Some(self.dir.join(prev.file_name(size)))
+            }
+            _ => return Err(StoreError::MidFileStart { name: name.to_string(), start, base }),
+        };
         let path = self.dir.join(name.partial_name());
         failpoint("create").map_err(StoreError::io("create", &path))?;
         let file = OpenOptions::new()
@@ -220,6 +260,13 @@ impl Mirror {
             .map_err(StoreError::io("create", &path))?;
         if size > 0 {
             set_len(&file, &path, size)?;
+        }
+        if let Some(prev) = &inherit {
+            let n = start.since(base);
+            let mut head = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
+            let f = File::open(prev).map_err(StoreError::io("open", prev))?;
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).map_err(StoreError::io("read", prev))?;
+            pwrite_all(&file, &path, &head, 0)?;
         }
         failpoint("fsync").map_err(StoreError::io("fsync", &path))?;
         file.sync_all().map_err(StoreError::io("fsync", &path))?;
@@ -256,14 +303,15 @@ impl Mirror {
         }
         let len = data.len() as u64;
         let size = self.identity.as_ref().map_or(0, |i| i.segment_size);
-        if size > 0 && pos.since(seg.start).saturating_add(len) > size {
-            let end = seg.start.add(size);
+        let base = seg.base(size);
+        if size > 0 && pos.since(base).saturating_add(len) > size {
+            let end = base.add(size);
             return Err(StoreError::DoesNotFit { name: seg.name.to_string(), pos, len, end });
         }
         if data.is_empty() {
             return Ok(());
         }
-        let off = pos.since(seg.start);
+        let off = pos.since(base);
         if let Err(e) = pwrite_all(&cur.file, &cur.path, data, off) {
             // Bytes may have landed past the written position: put the tail back.
             let tail = if size > 0 {
@@ -326,7 +374,8 @@ impl Mirror {
         let (Some(cur), Some(seg)) = (self.current.as_mut(), self.segments.last()) else {
             return Ok(0);
         };
-        let (keep, upto) = (self.durable.since(seg.start), self.written.since(seg.start));
+        let base = seg.base(size);
+        let (keep, upto) = (self.durable.since(base), self.written.since(base));
         if size > 0 {
             zero_range(&cur.file, &cur.path, keep, upto)?;
         } else {
@@ -373,6 +422,9 @@ impl Mirror {
     /// Completes the current segment at `end` (the written position; the
     /// segment size for fixed-size segments): fdatasync, rename `NAME.partial`
     /// to `NAME`, fsync the directory, record end and CRC, durable = `end`.
+    /// A fixed-size segment may end short of its file's end (its timeline
+    /// ended inside it): it is complete but keeps its `.partial` name, as
+    /// pg_receivewal and PostgreSQL leave such a segment.
     pub fn complete_segment(&mut self, end: Position) -> Result<(), StoreError> {
         self.check_poisoned()?;
         let (Some(cur), Some(seg)) = (self.current.as_ref(), self.segments.last()) else {
@@ -381,17 +433,19 @@ impl Mirror {
         if end != self.written {
             return Err(StoreError::SegmentEnd { name: seg.name.to_string(), expected: self.written, got: end });
         }
-        let len = end.since(seg.start);
         let size = self.identity.as_ref().map_or(0, |i| i.segment_size);
-        if size > 0 && len != size {
+        let len = end.since(seg.base(size));
+        if size > 0 && len > size {
             return Err(StoreError::WrongSegmentLength { name: seg.name.to_string(), len, size });
         }
         if let Err(e) = sync_data(&cur.file, &cur.path) {
             self.discard_after_sync_failure();
             return Err(e);
         }
-        let final_path = self.dir.join(seg.name.as_str());
-        rename(&cur.path, &final_path)?;
+        if size == 0 || len == size {
+            let final_path = self.dir.join(seg.name.as_str());
+            rename(&cur.path, &final_path)?;
+        }
         let crc = cur.hasher.clone().finalize();
         let mut segments = self.segments.clone();
         if let Some(last) = segments.last_mut() {

@@ -28,7 +28,7 @@
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use walship_core::{Position, SegmentName};
 
@@ -83,7 +83,7 @@ impl Mirror {
             && seg.end.is_none()
             && rec.segment_start == seg.start.0
             && rec.durable_pos > durable.0
-            && (size == 0 || rec.durable_pos - seg.start.0 <= size)
+            && (size == 0 || rec.durable_pos - seg.base(size).0 <= size)
         {
             report.actions.push(format!(
                 "durable position {} from {POS_FILE} (the control file recorded {durable})",
@@ -99,12 +99,15 @@ impl Mirror {
             _ => None,
         };
         let keep = current.as_ref().map(|c| c.path.clone());
+        // Complete segments whose timeline ended inside them keep their `.partial` name.
+        let short: Vec<PathBuf> =
+            segments.iter().filter(|s| s.is_short(size)).map(|s| dir.join(s.file_name(size))).collect();
 
         for entry in fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
             let entry = entry.map_err(StoreError::io("list", dir))?;
             let path = entry.path();
             let is_partial = entry.file_name().to_str().is_some_and(|n| n.ends_with(".partial"));
-            if !is_partial || keep.as_ref() == Some(&path) {
+            if !is_partial || keep.as_ref() == Some(&path) || short.contains(&path) {
                 continue;
             }
             let len = entry.metadata().map(|m| m.len()).map_err(StoreError::io("stat", &path))?;
@@ -185,7 +188,9 @@ pub(crate) fn parse_table(state: &ControlState, path: &Path) -> Result<(Vec<Seg>
             )));
         }
         if let Some(end) = r.end
-            && (end < r.start || (size > 0 && end - r.start != size) || r.crc32.is_none())
+            && (end < r.start
+                || (size > 0 && end - crate::mirror::file_base(Position(r.start), size).0 > size)
+                || r.crc32.is_none())
         {
             return Err(corrupt(format!("complete segment {} has a bad extent {}..{end} or no crc", r.name, r.start)));
         }
@@ -195,7 +200,7 @@ pub(crate) fn parse_table(state: &ControlState, path: &Path) -> Result<(Vec<Seg>
     if let Some(last) = segments.last() {
         let ok = match last.end {
             Some(end) => durable == end,
-            None => durable >= last.start && (size == 0 || durable.since(last.start) <= size),
+            None => durable >= last.start && (size == 0 || durable.since(last.base(size)) <= size),
         };
         if !ok {
             return Err(corrupt(format!("durable position {durable} does not fall in the last segment {}", last.name)));
@@ -244,7 +249,7 @@ fn recover_current(
     failpoint("open").map_err(StoreError::io("open", &path))?;
     let file = OpenOptions::new().read(true).write(true).open(&path).map_err(StoreError::io("open", &path))?;
     let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
-    let keep = durable.since(seg.start);
+    let (first, keep) = (seg.start.since(seg.base(size)), durable.since(seg.base(size)));
     if len < keep {
         return Err(StoreError::Inconsistent {
             path,
@@ -282,7 +287,7 @@ fn recover_current(
     if changed {
         sync_data(&file, &path)?;
     }
-    let hasher = crc_range(&file, &path, 0, keep)?;
+    let hasher = crc_range(&file, &path, first, keep - first)?;
     Ok(Current { path, file, durable_hasher: hasher.clone(), hasher })
 }
 

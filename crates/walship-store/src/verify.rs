@@ -116,6 +116,7 @@ pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreEr
         return Ok(VerifyReport { segments: vec![], first_diff: None, bytes_compared: 0, durable_pos: Position(0) });
     };
     let (table, _) = parse_table(&state, &control_path(mirror_dir))?;
+    let size = state.identity.as_ref().map_or(0, |i| i.segment_size);
     // Flushes inside a segment record the position in walship.pos, not the control file.
     let durable = crate::read_durable(mirror_dir)?;
     let by_name: HashMap<&str, usize> = table.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
@@ -168,10 +169,16 @@ pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreEr
         match by_name.get(name.as_str()).map(|&i| &table[i]) {
             Some(seg) if seg.end.is_some() && !partial => {
                 let len = fs::metadata(&path).map_err(StoreError::io("stat", &path))?.len();
-                reports.push(compare(wal_dir, &path, name, seg.start, true, len)?);
+                reports.push(compare(wal_dir, &path, name, seg.base(size), true, len)?);
+            }
+            // Complete, but its timeline ended inside it: compared up to its end.
+            Some(seg) if seg.is_short(size) && *partial => {
+                let end = seg.end.unwrap_or(seg.start);
+                reports.push(compare(wal_dir, &path, name, seg.base(size), false, end.since(seg.base(size)))?);
             }
             Some(seg) if seg.end.is_none() => {
-                reports.push(compare(wal_dir, &path, name, seg.start, false, durable.since(seg.start))?);
+                let base = seg.base(size);
+                reports.push(compare(wal_dir, &path, name, base, false, durable.since(base))?);
             }
             Some(_) => reports.push(untracked(name)),
             None if is_older(&table, name, *partial) => {} // reported above
@@ -200,7 +207,9 @@ fn untracked(name: &SegmentName) -> SegmentReport {
     }
 }
 
-/// Compares the first `want` bytes of the mirror file `path` with the source file.
+/// Compares the first `want` bytes of the mirror file `path` with the source
+/// file (`NAME`, or `NAME.partial` when PostgreSQL renamed it so); `start` is
+/// the position of the files' first byte.
 fn compare(
     wal_dir: &Path,
     path: &Path,
@@ -210,7 +219,10 @@ fn compare(
     want: u64,
 ) -> Result<SegmentReport, StoreError> {
     let report = |compared, status| SegmentReport { name: name.to_string(), start, complete, compared, status };
-    let src_path = wal_dir.join(name.as_str());
+    let mut src_path = wal_dir.join(name.as_str());
+    if !src_path.exists() && wal_dir.join(name.partial_name()).exists() {
+        src_path = wal_dir.join(name.partial_name());
+    }
     let src = match File::open(&src_path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -172,7 +172,6 @@ fn fixed_size_partial_is_full_size_zero_padded_and_rezeroed_on_recovery() {
     m.write(Position(356), &[0xBB; 50]).unwrap();
     let err = m.write(Position(406), &[0xCC; 107]).unwrap_err();
     assert!(matches!(err, StoreError::DoesNotFit { end: Position(512), .. }), "{err}");
-    assert!(matches!(m.complete_segment(Position(406)), Err(StoreError::WrongSegmentLength { .. })));
     drop(m); // crash with 50 unflushed bytes
 
     let (mut m, report) = reopen(tmp.path());
@@ -189,4 +188,48 @@ fn fixed_size_partial_is_full_size_zero_padded_and_rezeroed_on_recovery() {
     assert_eq!(&whole[100..], &[0xCC; 156][..]);
     let state = walship_store::control::load(tmp.path()).unwrap().unwrap();
     assert_eq!(state.segments[0].crc32, Some(crc32fast::hash(&whole)));
+}
+
+#[test]
+fn a_timeline_switch_inside_a_fixed_size_segment_keeps_both_files_as_postgresql_does() {
+    // Segment 2 of timeline 1 ends at 600 (its timeline ended there); timeline 2's segment 2
+    // starts at 600, inside the same file range [512, 768), and begins with those 88 bytes.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = open(tmp.path());
+    m.bind(&fixed(256)).unwrap();
+    let (tl1, tl2) = (name("000000010000000000000002"), name("000000020000000000000002"));
+    m.start_segment(&tl1, Position(512)).unwrap();
+    m.write(Position(512), &[0x11; 88]).unwrap();
+    m.complete_segment(Position(600)).unwrap();
+    let mut old = vec![0x11; 88];
+    old.resize(256, 0);
+    assert_eq!(read(tmp.path(), "000000010000000000000002.partial"), old, "short: keeps .partial, full size");
+    assert!(!tmp.path().join("000000010000000000000002").exists());
+    // Not right after it, or in another file range: refused.
+    assert!(matches!(m.start_segment(&tl2, Position(601)), Err(StoreError::SegmentStart { .. })));
+    m.start_segment(&tl2, Position(600)).unwrap();
+    m.write(Position(600), &[0x22; 40]).unwrap();
+    m.flush().unwrap();
+    m.write(Position(640), &[0x33; 10]).unwrap();
+    drop(m); // crash with 10 unflushed bytes
+
+    let (mut m, report) = reopen(tmp.path());
+    assert_eq!(report.durable_pos, Position(640));
+    assert!(tmp.path().join("000000010000000000000002.partial").exists(), "recovery keeps the short segment");
+    let mut new = vec![0x11; 88];
+    new.extend_from_slice(&[0x22; 40]);
+    new.resize(256, 0);
+    assert_eq!(read(tmp.path(), "000000020000000000000002.partial"), new, "inherited head, own bytes, zeros");
+    let (from, crc) = m.checksum_before(1000).unwrap();
+    assert_eq!((from, crc), (Position(600), crc32fast::hash(&[0x22; 40])), "the checksum covers its own bytes");
+    m.write(Position(640), &[0x44; 128]).unwrap();
+    m.complete_segment(Position(768)).unwrap();
+    let whole = read(tmp.path(), "000000020000000000000002");
+    assert_eq!(&whole[..88], &[0x11; 88][..]);
+    assert_eq!(&whole[128..], &[0x44; 128][..]);
+    // A mid-file start with nothing before it cannot be filled in.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut m2 = open(tmp2.path());
+    m2.bind(&fixed(256)).unwrap();
+    assert!(matches!(m2.start_segment(&tl2, Position(600)), Err(StoreError::MidFileStart { .. })));
 }
