@@ -134,4 +134,19 @@ pub enum SourceError {
         /// The one in the segment's long page header.
         found: u64,
     },
+    /// A promotion ended the timeline at a switch point the old timeline's WAL does not reach exactly.
+    #[error(
+        "segment {segment} in {dir}: a new timeline starts at {switch} but the old timeline's valid wal there ends \
+         at {reached}"
+    )]
+    TimelineSwitch {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The old timeline's segment.
+        segment: SegmentName,
+        /// The switch point from the history file.
+        switch: Position,
+        /// Where the old timeline's valid WAL ends.
+        reached: Position,
+    },
 }

@@ -29,7 +29,7 @@ use walship_core::{Position, SegmentName};
 use crate::error::SourceError;
 use crate::map::{MapError, SegmentMap};
 use crate::postgres::page::{LONG_HEADER_LEN, PageExpect, PageHeader, validate_page};
-use crate::postgres::{PgSegmentName, Stop, WalGeometry, WalInput, WalkOptions, find_first_record, valid_end};
+use crate::postgres::{PgSegmentName, Stop, WalGeometry, WalInput, WalkOptions, Walker, find_first_record, valid_end};
 use crate::tailer::{SegmentInfo, Tailer};
 
 /// What is known about the PostgreSQL cluster whose WAL is tailed.
@@ -62,6 +62,9 @@ pub(crate) struct PgState {
     stop: Option<Stop>,
     /// `TTTTTTTT.history` files present, sorted.
     histories: Vec<String>,
+    /// Segments whose timeline ended inside them (a promotion), kept readable
+    /// through their open file while PostgreSQL renames or removes them.
+    retired: Vec<SegmentName>,
 }
 
 impl PgState {
@@ -171,10 +174,17 @@ impl Tailer {
             .collect();
         files.sort_unstable_by_key(|f| (f.pg.segno, f.pg.timeline));
 
+        // A promotion ended the current segment's timeline inside it: go on in the new timeline's file.
+        changed |= self.follow_switch(g, &files)?;
         // Known segments that are gone: fine when released, an error otherwise.
         let mut gone_prefix = 0;
         for (i, seg) in self.segs.iter().enumerate() {
             if names.binary_search_by(|n| n.as_str().cmp(seg.name.as_str())).is_ok() {
+                continue;
+            }
+            // The old timeline's last segment, renamed or removed by PostgreSQL after a
+            // promotion: still read through the open file until every receiver has it.
+            if self.pg.as_ref().is_some_and(|p| p.retired.contains(&seg.name)) && self.maps[i].is_some() {
                 continue;
             }
             if !(seg.sealed && seg.end() <= self.released) {
@@ -190,6 +200,7 @@ impl Tailer {
             }
             changed = true;
         }
+
         changed |= self.walk_pg(g, &files)?;
         if gone_prefix > 0 && gone_prefix < self.segs.len() {
             self.segs.drain(..gone_prefix);
@@ -259,6 +270,74 @@ impl Tailer {
         Ok(false)
     }
 
+    /// Where timeline `tli` ended, according to the newest history file.
+    fn switch_point(&self, tli: u32) -> Option<u64> {
+        let newest = self.pg.as_ref()?.histories.last()?;
+        let newest_tli = u32::from_str_radix(newest.strip_suffix(".history")?, 16).ok()?;
+        if newest_tli <= tli {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.dir.join(newest)).ok()?;
+        parse_history(&text).into_iter().find(|(parent, _)| *parent == tli).map(|(_, lsn)| lsn)
+    }
+
+    /// Follows a promotion that ended the current segment's timeline inside
+    /// it: the old segment ends at the switch point (walked up to it through
+    /// its still-open file), and the new timeline's file for the same
+    /// segment continues the stream from there.
+    fn follow_switch(&mut self, g: WalGeometry, files: &[PgFile]) -> Result<bool, SourceError> {
+        let Some(last) = self.segs.last() else { return Ok(false) };
+        if last.sealed {
+            return Ok(false);
+        }
+        let (name, start) = (last.name.clone(), last.start.0);
+        let Some(cur) = PgSegmentName::parse(name.as_str(), g) else { return Ok(false) };
+        let Some(switch) = self.switch_point(cur.timeline) else { return Ok(false) };
+        let base = g.segment_start(cur.segno);
+        if switch < start || switch >= base + g.seg_size() {
+            return Ok(false);
+        }
+        let Some(f) = self.started_file(g, files, cur.segno, cur.timeline + 1).cloned() else { return Ok(false) };
+        // The old timeline's bytes up to the switch point, through the open (maybe renamed) file.
+        let i = self.segs.len() - 1;
+        let bytes = self.whole_at(i, g)?;
+        let c = self.cluster();
+        let (mut next, mut prev, mut end) = {
+            let pg = self.pg();
+            (pg.next, pg.prev, if pg.verified { pg.end } else { start })
+        };
+        let slices = [&bytes[..]];
+        let mut w = Walker::new(
+            WalInput::new(g, base, &slices),
+            next,
+            WalkOptions { system_identifier: c.sysid, max_timeline: Some(cur.timeline), prev },
+        );
+        while end < switch {
+            let Ok(r) = w.read_record() else { break };
+            (next, prev, end) = (r.next.0, Some(r.lsn.0), r.end.0);
+        }
+        if end != switch {
+            return Err(SourceError::TimelineSwitch {
+                dir: self.dir.clone(),
+                segment: name,
+                switch: Position(switch),
+                reached: Position(end),
+            });
+        }
+        tracing::info!(
+            old = %name, new = %f.name, switch = %Position(switch).lsn(),
+            "postgres wal: timeline {} ended inside the segment; following timeline {}", cur.timeline, f.pg.timeline
+        );
+        let pg = self.pg();
+        (pg.next, pg.prev, pg.end, pg.verified, pg.timeline) = (next, prev, end, true, f.pg.timeline);
+        pg.retired.push(name);
+        self.segs[i].len = switch - start;
+        self.segs[i].sealed = true;
+        self.segs.push(SegmentInfo { name: f.name.clone(), start: Position(switch), len: 0, sealed: false });
+        self.maps.push(None);
+        Ok(true)
+    }
+
     /// Walks new records from where the last walk stopped, extending the
     /// last segment and adding the next ones as PostgreSQL starts them.
     fn walk_pg(&mut self, g: WalGeometry, files: &[PgFile]) -> Result<bool, SourceError> {
@@ -268,7 +347,9 @@ impl Tailer {
         loop {
             let i = self.segs.len() - 1;
             let (name, start) = (self.segs[i].name.clone(), self.segs[i].start.0);
-            let seg_end = start + seg_size;
+            // A segment that begins mid-file (a new timeline) still reads its whole file.
+            let base = start - start % seg_size;
+            let seg_end = base + seg_size;
             let Some(cur) = PgSegmentName::parse(name.as_str(), g) else { return Ok(changed) };
             let (verified, end, next, prev) = {
                 let pg = self.pg();
@@ -276,7 +357,7 @@ impl Tailer {
             };
             if verified && end >= seg_end {
                 if !self.segs[i].sealed {
-                    self.segs[i].len = seg_size;
+                    self.segs[i].len = seg_end - start;
                     self.segs[i].sealed = true;
                     changed = true;
                 }
@@ -293,7 +374,7 @@ impl Tailer {
             let bytes = self.whole_at(i, g)?;
             if verified && end < next {
                 // The padding after a switch: final page by page.
-                let new_end = final_padding(&bytes, start, end, g, c);
+                let new_end = final_padding(&bytes, base, end, g, c);
                 if new_end == end {
                     return Ok(changed);
                 }
@@ -317,7 +398,7 @@ impl Tailer {
             let mut new_end = ve.end.0;
             if ve.records > 0 && ve.next != ve.end {
                 // An XLOG_SWITCH: its padding joins once final.
-                new_end = final_padding(&bytes, start, new_end, g, c);
+                new_end = final_padding(&bytes, base, new_end, g, c);
             }
             let pg = self.pg();
             pg.stop = Some(ve.stop);
@@ -358,6 +439,20 @@ impl Tailer {
         let map = self.maps[i].as_mut().expect("just opened");
         whole(map, &self.dir, &name, g)
     }
+}
+
+/// The `(parent timeline, switch point)` lines of a timeline history file
+/// (`parentTLI <tab> X/Y <tab> reason`; `#` comments and blank lines skipped).
+pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let tli = f.next()?.parse().ok()?;
+            let lsn = f.next()?.parse::<Position>().ok()?;
+            Some((tli, lsn.0))
+        })
+        .collect()
 }
 
 /// The whole file (at most one segment), mapped.

@@ -267,6 +267,12 @@ impl Tailer {
             return Err(SourceError::BeyondEnd { dir: self.dir.clone(), pos, end });
         };
         let seg = &self.segs[i];
+        // Where the segment's file begins: PostgreSQL files are aligned, and a
+        // segment that starts mid-file (a new timeline) skips the bytes before it.
+        let skip = match self.pg.as_ref().and_then(PgState::source) {
+            Some(pg) => pg.geometry.segment_offset(seg.start.0),
+            None => 0,
+        };
         let map = match &mut self.maps[i] {
             Some(map) => map,
             slot @ None => {
@@ -291,7 +297,7 @@ impl Tailer {
                 }
             }
         };
-        map.slice(seg.len, pos.since(seg.start), max_len).map_err(|e| match e {
+        map.slice(skip + seg.len, skip + pos.since(seg.start), max_len).map_err(|e| match e {
             MapError::Shorter { now } => {
                 SourceError::Truncated { dir: self.dir.clone(), segment: seg.name.clone(), observed: seg.len, now }
             }

@@ -203,3 +203,42 @@ fn switch_padding_joins_only_once_the_stale_bytes_are_overwritten() {
     assert!(t.segments()[0].sealed);
     assert_eq!(t.end(), Position(0x70_0000));
 }
+
+#[test]
+fn a_promotion_inside_the_current_segment_is_followed_onto_the_new_timeline() {
+    // Before: a standby's pg_wal with timeline 1's segment 8 (the corpus keeps it as .partial).
+    let wal = tempfile::tempdir().expect("tmp");
+    let tl1 = wal.path().join("000000010000000000000008");
+    std::fs::copy(dir().join("timeline/000000010000000000000008.partial"), &tl1).expect("copy");
+    let mut t = Tailer::open(wal.path(), pg_config()).expect("open");
+    assert_eq!(t.end().lsn().to_string(), "0/815D20");
+    assert_eq!(t.postgres().map(|p| p.timeline), Some(1));
+    let before = stream_bytes(&mut t);
+
+    // The promotion: timeline 2's history and segment appear, timeline 1's segment is renamed away.
+    for f in ["00000002.history", "000000020000000000000008"] {
+        std::fs::copy(dir().join("timeline").join(f), wal.path().join(f)).expect("copy");
+    }
+    std::fs::rename(&tl1, wal.path().join("000000010000000000000008.partial")).expect("rename");
+    assert!(t.refresh().expect("refresh follows the switch"));
+    let segs: Vec<(String, String, u64, bool)> =
+        t.segments().iter().map(|s| (s.name.to_string(), s.start.lsn().to_string(), s.len, s.sealed)).collect();
+    assert_eq!(
+        segs,
+        [
+            ("000000010000000000000008".into(), "0/800000".into(), 0x1_5D20, true),
+            ("000000020000000000000008".into(), "0/815D20".into(), 0x2_6B50 - 0x1_5D20, false),
+        ]
+    );
+    assert_eq!(t.end().lsn().to_string(), "0/826B50");
+    assert_eq!(t.postgres().map(|p| p.timeline), Some(2));
+    // Bytes: timeline 1's up to the switch point, then timeline 2's file from the same offset on.
+    let after = stream_bytes(&mut t);
+    let new = std::fs::read(dir().join("timeline/000000020000000000000008")).expect("read");
+    assert!(after[..before.len()] == before[..]);
+    assert!(after[before.len()..] == new[0x1_5D20..0x2_6B50]);
+    // Once every receiver has it, the renamed segment is let go.
+    t.release_before(Position(0x81_5D20));
+    t.refresh().expect("refresh");
+    assert_eq!(t.segments()[0].name.as_str(), "000000020000000000000008");
+}
