@@ -56,7 +56,25 @@ fn restores_complete_segments_and_partials_only_when_asked() {
     assert!(err.contains("--partial-ok"), "says it served a partial: {err}");
     assert_eq!(std::fs::read(&last).expect("partial"), std::fs::read(env.wal.join(segment_name(2))).expect("src"));
 
+    // Errors exit above 125, so that PostgreSQL aborts recovery instead of
+    // taking them for "no such file" and promoting without the later WAL.
     // A name that is not a plain file name is refused outright.
     let (code, err) = restore(&env, &["../walship.control", env.path("x").to_str().expect("utf8")]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 126, "{err}");
+    // An unreadable segment (here: a directory where the file should be) is an error, not "missing".
+    std::fs::create_dir(env.mirror.join(segment_name(9))).expect("dir");
+    let (code, err) = restore(&env, &[&segment_name(9), env.path("y").to_str().expect("utf8")]);
+    assert_eq!(code, 126, "{err}");
+    // A missing mirror directory too.
+    let out = std::process::Command::new(walship_tests::walship_bin())
+        .args(["restore-wal", "--mirror", "/nonexistent/walship-mirror", &segment_name(1), "/tmp/x"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(126), "{}", String::from_utf8_lossy(&out.stderr));
+    // And a usage error (a misspelt flag in restore_command).
+    let out = std::process::Command::new(walship_tests::walship_bin())
+        .args(["restore-wal", "--mirorr", "x", &segment_name(1), "/tmp/x"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(126), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -80,6 +80,26 @@ fn a_shipped_segment_is_durable_and_needs_no_release() {
     assert!(env.mirror.join("seg-0001").exists() || env.mirror.join("seg-0001.partial").exists());
     let metrics = http::get(&admin, "/metrics");
     assert!(metrics.contains("walship_retention_released_segments_total 0"), "{metrics}");
+    // archive_command may run a moment before the sender sees its segment complete: the wait
+    // waits for it, up to its timeout, instead of failing at once (seg-0002 is open until
+    // seg-0003 appears).
+    let t0 = std::time::Instant::now();
+    let (code, _) = wait_segment(&admin, "seg-0002", &["--timeout", "400ms"]);
+    assert_eq!(code, 2, "still open after the timeout");
+    assert!(t0.elapsed() >= Duration::from_millis(400), "it waited for the segment: {:?}", t0.elapsed());
+    let waiter = {
+        let admin = admin.clone();
+        std::thread::spawn(move || wait_segment(&admin, "seg-0002", &["--timeout", "20s"]))
+    };
+    write_segments_from(&env, 3, 1, 256 << 10);
+    let (code, json) = waiter.join().expect("waiter");
+    assert_eq!((code, json["outcome"].as_str()), (0, Some("durable")), "{json}");
+}
+
+fn write_segments_from(env: &Env, first: usize, n: usize, size: usize) {
+    for i in first..first + n {
+        std::fs::write(env.wal.join(format!("seg-{i:04}")), vec![i as u8; size]).expect("write segment");
+    }
 }
 
 #[test]

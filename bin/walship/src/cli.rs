@@ -37,10 +37,10 @@ pub enum Command {
     /// Show receivers, positions, lag and sync state from an admin endpoint.
     Status(StatusArgs),
     /// Block until a position (default: the WAL end now) is durable on the sender's quorum.
-    /// Exit 0 durable, 3 semi-sync degraded, 4 --timeout passed, 2 error.
+    /// Exit 0 durable (or, for --segment, released / skipped), 3 semi-sync degraded, 4 --timeout passed, 2 error.
     Wait(WaitArgs),
     /// PostgreSQL restore_command: copy segment %f from a mirror to %p.
-    /// Exit 0 restored, 1 not in the mirror (yet), 2 error.
+    /// Exit 0 restored, 1 not in the mirror (yet), 126 error (above 125: PostgreSQL aborts recovery, never skips it).
     RestoreWal(RestoreArgs),
 }
 
@@ -97,10 +97,11 @@ pub enum CertCmd {
 #[derive(Debug, Args)]
 pub struct CertInitArgs {
     /// Directory to write ca.pem, ca.key, server.pem, server.key, client.pem, client.key into.
-    #[arg(long, env = "WALSHIP_DIR")]
+    /// (Its own variable: with a receiver's WALSHIP_DIR in the environment, keys must not land in the mirror.)
+    #[arg(long, env = "WALSHIP_CERT_DIR")]
     pub dir: PathBuf,
     /// Extra name (DNS name or IP address) for the server certificate; localhost and 127.0.0.1 are always in it.
-    #[arg(long = "name", env = "WALSHIP_NAME", value_delimiter = ',')]
+    #[arg(long = "name", env = "WALSHIP_CERT_NAME", value_delimiter = ',')]
     pub names: Vec<String>,
     /// Replace existing files.
     #[arg(long)]

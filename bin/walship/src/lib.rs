@@ -20,14 +20,26 @@ use crate::cli::{CertCmd, Cli, Command};
 
 /// Runs the command line in `std::env::args` and returns the exit code.
 pub fn main() -> ExitCode {
-    let args = match config::apply(std::env::args_os().collect()) {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // restore_command: PostgreSQL takes any exit status up to 125 for "no such
+    // file" and ends recovery there; a usage error must stop recovery instead.
+    let is_restore = raw.iter().skip(1).any(|a| a == "restore-wal");
+    let usage_error = if is_restore { ExitCode::from(restore::EXIT_ERROR) } else { ExitCode::from(2) };
+    let args = match config::apply(raw) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return usage_error;
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if is_restore && e.use_stderr() => {
+            let _ = e.print();
+            return usage_error;
+        }
+        Err(e) => e.exit(),
+    };
     init_tracing(&cli.log);
     let r = match cli.cmd {
         Command::Cert(CertCmd::Init(a)) => cert_init(a),
@@ -186,11 +198,36 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         rpo_target: a.rpo_target,
         sync: walship_core::sync::SyncConfig { quorum: a.sync_quorum, level: a.sync_level, timeout: a.sync_timeout.0 },
     };
-    let sender = Sender::new(opts).with_context(|| format!("starting the sender for {}", a.wal_dir.display()))?;
     let shutdown = shutdown_on_signal();
+    if a.format == cli::Format::Postgres && !wait_for_postgres_wal(&opts.wal_dir, &shutdown).await {
+        return Ok(());
+    }
+    let sender = Sender::new(opts).with_context(|| format!("starting the sender for {}", a.wal_dir.display()))?;
     let admin = start_admin(a.admin_addr, walship_admin::Role::Sender(sender.handle()), &shutdown).await?;
     sender.run(shutdown).await.context("sender failed")?;
     finish_admin(admin).await
+}
+
+/// Waits until `dir` holds PostgreSQL WAL (a sidecar may start before
+/// initdb, or before the volume is mounted). Returns false on shutdown.
+async fn wait_for_postgres_wal(dir: &std::path::Path, shutdown: &CancellationToken) -> bool {
+    let cfg = walship_source::TailerConfig { format: walship_source::SourceFormat::Postgres, ..Default::default() };
+    let mut last_log: Option<std::time::Instant> = None;
+    loop {
+        let why = match walship_source::Tailer::open(dir, cfg.clone()) {
+            Ok(t) if t.postgres().is_some() => return true,
+            Ok(_) => "no segment with a valid long page header yet".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+            tracing::warn!(wal_dir = %dir.display(), "waiting for PostgreSQL WAL: {why}");
+            last_log = Some(std::time::Instant::now());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 type AdminTask = Option<tokio::task::JoinHandle<Result<(), walship_admin::AdminError>>>;
@@ -214,7 +251,8 @@ async fn finish_admin(task: AdminTask) -> Result<()> {
 }
 
 fn verify(a: cli::VerifyArgs) -> ExitCode {
-    match walship_store::verify::verify(&a.wal_dir, &a.mirror) {
+    let opts = walship_store::verify::VerifyOptions { source_removes_old: a.format == cli::Format::Postgres };
+    match walship_store::verify::verify_with(&a.wal_dir, &a.mirror, opts) {
         Ok(report) => {
             println!("{report}");
             if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }

@@ -4,7 +4,10 @@
 //! `%p` (written to a temporary file, fsynced, then renamed, so PostgreSQL
 //! never reads half a file). Exit status as PostgreSQL expects: 0 when the
 //! file was restored, 1 when the mirror does not have it (yet) — a normal
-//! answer during recovery — and 2 for a usage or I/O error. With
+//! answer during recovery — and 126 for a usage or I/O error (an unreadable
+//! mirror, a missing mirror directory): PostgreSQL treats any status up to
+//! 125 as "no such file" and would end recovery early, losing every later
+//! commit, while a status above 125 makes it stop with an error. With
 //! `--partial-ok`, the in-progress `%f.partial` is served when no complete
 //! file exists: the last segment of a disaster recovery.
 use std::io::Write;
@@ -13,19 +16,43 @@ use std::process::ExitCode;
 
 use crate::cli::RestoreArgs;
 
+/// Exit status for errors: above 125, so PostgreSQL aborts recovery instead of ending it.
+pub const EXIT_ERROR: u8 = 126;
+
+/// Whether `path` is a file: `Ok(false)` only when it does not exist; any
+/// other failure (permissions, I/O) is an error, never "not there".
+fn is_file(path: &Path) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(_) => Err(std::io::Error::other("not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn run(a: &RestoreArgs) -> ExitCode {
+    let fail = |what: String| {
+        eprintln!("walship restore-wal: {what}");
+        ExitCode::from(EXIT_ERROR)
+    };
     let name = match walship_core::SegmentName::new(&a.file) {
         Ok(n) => n,
-        Err(e) => {
-            eprintln!("walship restore-wal: refusing {:?}: {e}", a.file);
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(format!("refusing {:?}: {e}", a.file)),
     };
+    // A missing or unreadable mirror is an error, not "no such segment".
+    if let Err(e) = std::fs::read_dir(&a.mirror) {
+        return fail(format!("cannot read the mirror {}: {e}", a.mirror.display()));
+    }
     let complete = a.mirror.join(name.as_str());
     let partial = a.mirror.join(name.partial_name());
-    let source = if complete.is_file() {
+    let (has_complete, has_partial) = match (is_file(&complete), is_file(&partial)) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(e), _) => return fail(format!("{}: {e}", complete.display())),
+        (_, Err(e)) => return fail(format!("{}: {e}", partial.display())),
+    };
+    let source = if has_complete {
         complete
-    } else if a.partial_ok && partial.is_file() {
+    } else if a.partial_ok && has_partial {
         eprintln!(
             "walship restore-wal: {name} is not complete in the mirror; serving {} (--partial-ok)",
             partial.display()
@@ -41,10 +68,7 @@ pub fn run(a: &RestoreArgs) -> ExitCode {
             eprintln!("walship restore-wal: restored {name} ({n} bytes) to {}", a.dest.display());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("walship restore-wal: copying {} to {}: {e}", source.display(), a.dest.display());
-            ExitCode::from(2)
-        }
+        Err(e) => fail(format!("copying {} to {}: {e}", source.display(), a.dest.display())),
     }
 }
 

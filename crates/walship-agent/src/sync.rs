@@ -68,7 +68,7 @@ pub enum WaitError {
     #[error(transparent)]
     Source(#[from] walship_source::SourceError),
     /// The segment is still being written.
-    #[error("segment {0} is not complete yet (no later segment exists)")]
+    #[error("segment {0} is not complete in the source yet")]
     SegmentIncomplete(SegmentName),
     /// No such segment in the WAL directory.
     #[error("segment {0} is not in the wal directory")]
@@ -77,6 +77,9 @@ pub enum WaitError {
     #[error("the sender is shutting down")]
     ShuttingDown,
 }
+
+/// How long a segment wait without a caller timeout waits for the segment to complete.
+const SEGMENT_APPEAR: Duration = Duration::from_secs(10);
 
 fn outcome_index(o: WaitOutcome) -> usize {
     match o {
@@ -154,23 +157,48 @@ impl Shared {
         Some(WaitResult { outcome: WaitOutcome::Released, position: seg_end, waited: Duration::ZERO })
     }
 
+    /// The end of segment `name` once it is complete in the source. PostgreSQL
+    /// calls archive_command as soon as it has written a segment, which can
+    /// be a moment before the sender sees it complete (its last record may
+    /// run into the next segment): a segment that is still open, or not seen
+    /// yet but newer than every known one, is waited for up to `limit`.
+    async fn segment_end(&self, name: &SegmentName, limit: Duration) -> Result<Position, WaitError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut end_rx = self.end.subscribe();
+        loop {
+            end_rx.borrow_and_update();
+            self.refresh_source()?;
+            let state = {
+                let t = lock(&self.tailer);
+                match t.segments().iter().find(|s| s.name == *name) {
+                    Some(s) if s.sealed => return Ok(s.end()),
+                    Some(_) => WaitError::SegmentIncomplete(name.clone()),
+                    None if t.segments().last().is_some_and(|l| *name > l.name) => {
+                        WaitError::SegmentIncomplete(name.clone())
+                    }
+                    None => return Err(WaitError::SegmentUnknown(name.clone())),
+                }
+            };
+            tokio::select! {
+                r = end_rx.changed() => if r.is_err() { return Err(WaitError::ShuttingDown) },
+                _ = tokio::time::sleep_until(deadline) => return Err(state),
+            }
+        }
+    }
+
     async fn wait(&self, target: WaitTarget, timeout: Option<Duration>) -> Result<WaitResult, WaitError> {
+        let mut timeout = timeout;
         let position = match target {
             WaitTarget::End => self.refresh_source()?,
             WaitTarget::Position(p) => p,
             WaitTarget::Segment(name) => {
-                self.refresh_source()?;
-                let end = {
-                    let t = lock(&self.tailer);
-                    match t.segments().iter().find(|s| s.name == name) {
-                        Some(s) if s.sealed => s.end(),
-                        Some(_) => return Err(WaitError::SegmentIncomplete(name)),
-                        None => return Err(WaitError::SegmentUnknown(name)),
-                    }
-                };
+                let started = Instant::now();
+                let end = self.segment_end(&name, timeout.unwrap_or(SEGMENT_APPEAR)).await?;
                 if let Some(r) = self.retention_guard(&name, end) {
                     return Ok(r);
                 }
+                // The time spent waiting for the segment to complete counts against the caller's timeout.
+                timeout = timeout.map(|t| t.saturating_sub(started.elapsed()));
                 end
             }
         };

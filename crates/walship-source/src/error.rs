@@ -149,4 +149,17 @@ pub enum SourceError {
         /// Where the old timeline's valid WAL ends.
         reached: Position,
     },
+    /// PostgreSQL-format bytes that are no longer WAL for their position: the file was recycled.
+    #[error(
+        "segment {segment} in {dir} was recycled by PostgreSQL: the page at {pos} now holds other WAL; a receiver that \
+         still needed it must start over from a new base backup and mirror"
+    )]
+    Recycled {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The segment.
+        segment: SegmentName,
+        /// The page that changed.
+        pos: Position,
+    },
 }

@@ -65,6 +65,8 @@ pub(crate) struct PgState {
     /// Segments whose timeline ended inside them (a promotion), kept readable
     /// through their open file while PostgreSQL renames or removes them.
     retired: Vec<SegmentName>,
+    /// Complete segments PostgreSQL removed or recycled before every receiver had them.
+    lost: Vec<SegmentName>,
 }
 
 impl PgState {
@@ -178,8 +180,14 @@ impl Tailer {
         changed |= self.follow_switch(g, &files)?;
         // Known segments that are gone: fine when released, an error otherwise.
         let mut gone_prefix = 0;
+        let mut lost = Vec::new();
         for (i, seg) in self.segs.iter().enumerate() {
-            if names.binary_search_by(|n| n.as_str().cmp(seg.name.as_str())).is_ok() {
+            let present = names.binary_search_by(|n| n.as_str().cmp(seg.name.as_str())).is_ok();
+            let released = seg.sealed && seg.end() <= self.released;
+            if !present && released && i == gone_prefix {
+                gone_prefix += 1;
+            }
+            if present || released {
                 continue;
             }
             // The old timeline's last segment, renamed or removed by PostgreSQL after a
@@ -187,11 +195,26 @@ impl Tailer {
             if self.pg.as_ref().is_some_and(|p| p.retired.contains(&seg.name)) && self.maps[i].is_some() {
                 continue;
             }
-            if !(seg.sealed && seg.end() <= self.released) {
+            if !seg.sealed {
                 return Err(self.removed(seg, seg.start.max(self.released)));
             }
-            if i == gone_prefix {
-                gone_prefix += 1;
+            // A complete segment PostgreSQL removed or recycled (renamed to a future name, to
+            // be overwritten) before every receiver had it: never read it again through the old
+            // mapping. The receivers that still need it fail with a clear error; the others go on.
+            lost.push(i);
+        }
+        for i in lost {
+            let name = self.segs[i].name.clone();
+            let needed = self.segs[i].start.max(self.released);
+            self.maps[i] = None;
+            let pg = self.pg();
+            if !pg.lost.contains(&name) {
+                tracing::error!(
+                    segment = %name, needed_from = %needed.lsn(),
+                    "postgres recycled or removed a segment that a receiver still needs; that receiver needs a \
+                     new base backup and a new mirror (archive_command `walship wait --segment %f` prevents this)"
+                );
+                pg.lost.push(name);
             }
         }
         if self.segs.is_empty() {
@@ -453,6 +476,25 @@ pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
             Some((tli, lsn.0))
         })
         .collect()
+}
+
+/// The first page header inside `bytes` (which hold the stream from `pos`)
+/// that is not a page header for its own LSN: PostgreSQL recycled the file
+/// and began overwriting it. Cheap: one 16-byte look per page.
+pub(crate) fn foreign_page(bytes: &[u8], pos: Position, g: WalGeometry) -> Option<Position> {
+    let blk = g.block_size();
+    let mut page = pos.0.div_ceil(blk) * blk;
+    while let Some(h) = usize::try_from(page - pos.0).ok().and_then(|o| bytes.get(o..o + 16)) {
+        let magic = u16::from_le_bytes([h[0], h[1]]);
+        let addr = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+        // Zero pages are the padding after an XLOG_SWITCH (PostgreSQL 14+).
+        let zero = h.iter().all(|b| *b == 0);
+        if !zero && (crate::postgres::PgVersion::from_magic(magic).is_none() || addr != page) {
+            return Some(Position(page));
+        }
+        page += blk;
+    }
+    None
 }
 
 /// The whole file (at most one segment), mapped.

@@ -297,14 +297,21 @@ impl Tailer {
                 }
             }
         };
-        map.slice(skip + seg.len, skip + pos.since(seg.start), max_len).map_err(|e| match e {
+        let bytes = map.slice(skip + seg.len, skip + pos.since(seg.start), max_len).map_err(|e| match e {
             MapError::Shorter { now } => {
                 SourceError::Truncated { dir: self.dir.clone(), segment: seg.name.clone(), observed: seg.len, now }
             }
             MapError::Io { op, source } => {
                 SourceError::Io { dir: self.dir.clone(), segment: seg.name.clone(), op, source }
             }
-        })
+        })?;
+        if let Some(pg) = self.pg.as_ref().and_then(PgState::source)
+            && let Some(at) = crate::pgtail::foreign_page(&bytes, pos, pg.geometry)
+        {
+            // A page that is not WAL for its own position: the file was recycled under us.
+            return Err(SourceError::Recycled { dir: self.dir.clone(), segment: seg.name.clone(), pos: at });
+        }
+        Ok(bytes)
     }
 
     /// CRC-32 (IEEE, as `crc32fast`) of the bytes `[start, end)`, which may span segments.

@@ -242,3 +242,25 @@ fn a_promotion_inside_the_current_segment_is_followed_onto_the_new_timeline() {
     t.refresh().expect("refresh");
     assert_eq!(t.segments()[0].name.as_str(), "000000020000000000000008");
 }
+
+#[test]
+fn a_segment_recycled_before_every_receiver_had_it_is_never_read_again() {
+    let wal = pg_wal("switch", &["000000010000000000000006", "000000010000000000000007"]);
+    let mut t = Tailer::open(wal.path(), pg_config()).expect("open");
+    assert_eq!(t.end().lsn().to_string(), "0/703F98");
+    t.read(Position(0x60_0000), 8192).expect("readable while present");
+    // PostgreSQL overwrites a page of it in place (as after a recycle): a read notices.
+    let six = wal.path().join("000000010000000000000006");
+    let f = OpenOptions::new().write(true).open(&six).expect("open");
+    let mut foreign = std::fs::read(&six).expect("read")[..8192].to_vec();
+    foreign[8..16].copy_from_slice(&0x90_0000u64.to_le_bytes());
+    f.write_all_at(&foreign, 8192).expect("overwrite page 1");
+    let e = t.read(Position(0x60_0000), 3 * 8192).expect_err("a foreign page is refused");
+    assert!(e.to_string().contains("recycled"), "{e}");
+    // It is renamed to a future name: not fatal for the stream, but never read through the old mapping.
+    std::fs::rename(&six, wal.path().join("00000001000000000000000A")).expect("rename");
+    t.refresh().expect("the stream goes on for the receivers that do not need it");
+    let e = t.read(Position(0x60_0000), 100).expect_err("removed");
+    assert!(e.to_string().contains("000000010000000000000006"), "{e}");
+    assert_eq!(t.read(Position(0x70_0000), 100).expect("07 still readable").len(), 100);
+}

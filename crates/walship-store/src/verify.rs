@@ -56,6 +56,10 @@ pub enum SegmentStatus {
     },
     /// The control file does not account for this file; not compared.
     Untracked,
+    /// A complete segment older than every segment left in a PostgreSQL
+    /// pg_wal: PostgreSQL removed or recycled it after it was archived
+    /// (shipped). Not a difference; nothing to compare.
+    RemovedFromSource,
 }
 
 /// The comparison of one mirror segment.
@@ -77,7 +81,7 @@ impl SegmentReport {
     /// Position of the first byte that is not the same in both, if any.
     pub fn first_diff(&self) -> Option<Position> {
         match self.status {
-            SegmentStatus::Ok | SegmentStatus::Untracked => None,
+            SegmentStatus::Ok | SegmentStatus::Untracked | SegmentStatus::RemovedFromSource => None,
             SegmentStatus::Mismatch { first_diff_pos } => Some(first_diff_pos),
             SegmentStatus::MissingInSource => Some(self.start),
             SegmentStatus::SourceShorter { source_len } => Some(self.start.add(source_len)),
@@ -108,9 +112,44 @@ impl VerifyReport {
     }
 }
 
+/// How the source treats old segments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The source removes segments once they are shipped (PostgreSQL's
+    /// pg_wal): a complete mirror segment older than every segment left in
+    /// the source is [`SegmentStatus::RemovedFromSource`], not missing.
+    pub source_removes_old: bool,
+}
+
 /// Compares the mirror in `mirror_dir` with the source segments in `wal_dir`
 /// (see the module docs). Reads only; works on a mirror in use.
 pub fn verify(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreError> {
+    verify_with(wal_dir, mirror_dir, VerifyOptions::default())
+}
+
+/// [`verify`] with options.
+pub fn verify_with(wal_dir: &Path, mirror_dir: &Path, opts: VerifyOptions) -> Result<VerifyReport, StoreError> {
+    let mut report = verify_inner(wal_dir, mirror_dir)?;
+    if opts.source_removes_old {
+        // The oldest PostgreSQL segment file still in the source.
+        let oldest = fs::read_dir(wal_dir)
+            .map_err(StoreError::io("list", wal_dir))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+            .map(|n| n[8..].to_string())
+            .min();
+        for s in &mut report.segments {
+            let older = oldest.as_deref().is_some_and(|o| s.name.len() == 24 && s.name[8..] < *o);
+            if s.status == SegmentStatus::MissingInSource && s.complete && older {
+                s.status = SegmentStatus::RemovedFromSource;
+            }
+        }
+        report.first_diff = report.segments.iter().filter_map(SegmentReport::first_diff).min();
+    }
+    Ok(report)
+}
+
+fn verify_inner(wal_dir: &Path, mirror_dir: &Path) -> Result<VerifyReport, StoreError> {
     let Some(state) = control::load(mirror_dir)? else {
         refuse_segments_without_control(mirror_dir)?;
         return Ok(VerifyReport { segments: vec![], first_diff: None, bytes_compared: 0, durable_pos: Position(0) });
@@ -276,6 +315,7 @@ impl fmt::Display for SegmentStatus {
             SegmentStatus::SourceLonger { source_len } => write!(f, "SOURCE LONGER ({source_len} bytes)"),
             SegmentStatus::MirrorShorter { mirror_len } => write!(f, "MIRROR SHORTER ({mirror_len} bytes)"),
             SegmentStatus::Untracked => f.write_str("untracked (not compared)"),
+            SegmentStatus::RemovedFromSource => f.write_str("removed from source after shipping (not compared)"),
         }
     }
 }
