@@ -41,6 +41,9 @@ fn ships_a_new_timeline_with_its_history_into_a_zero_padded_partial() {
     assert_eq!(lag["source"]["format"], "postgres");
     assert_eq!(lag["source"]["id"].as_str(), Some(sysid("timeline").as_str()), "the source id is the system id");
     assert_eq!(lag["source"]["end_pos"].as_u64(), Some(end), "positions are LSNs");
+    assert_eq!(lag["source"]["end_lsn"], "0/826B50", "with PostgreSQL's spelling beside them");
+    assert_eq!(lag["receivers"][0]["flush_lsn"], "0/826B50", "{lag}");
+    assert_eq!(lag["sync"]["streaming"], 1, "{lag}");
 
     // The history file travels beside the stream, byte for byte.
     let hist = std::fs::read(env.mirror.join("00000002.history")).expect("history file on the mirror");

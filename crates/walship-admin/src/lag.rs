@@ -1,6 +1,7 @@
 //! The `/v1/lag` JSON report (fields as in ARCHITECTURE.md and
-//! docs/monitoring.md). Positions are unsigned integers (`*_pos`); lags are
-//! seconds as floats, and exactly 0 when caught up.
+//! docs/monitoring.md). Positions are unsigned integers (`*_pos`), with the
+//! PostgreSQL `X/Y` spelling beside them (`*_lsn`) for a PostgreSQL source;
+//! lags are seconds as floats, and exactly 0 when caught up.
 use std::time::Instant;
 
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub struct Source {
     pub id: String,
     pub format: &'static str,
     pub end_pos: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_lsn: Option<String>,
     pub error: Option<String>,
 }
 
@@ -34,12 +37,23 @@ pub struct ReceiverLag {
     pub write_pos: u64,
     pub flush_pos: u64,
     pub apply_pos: u64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<ReceiverLsn>,
     pub lag_bytes: u64,
     pub write_lag_seconds: f64,
     pub flush_lag_seconds: f64,
     pub apply_lag_seconds: f64,
     pub reconnects: u64,
     pub last_error: Option<String>,
+}
+
+/// A receiver's positions as PostgreSQL LSNs.
+#[derive(Debug, Serialize)]
+pub struct ReceiverLsn {
+    pub sent_lsn: String,
+    pub write_lsn: String,
+    pub flush_lsn: String,
+    pub apply_lsn: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +64,11 @@ pub struct Sync {
     /// The quorum position at the sync level among connected receivers;
     /// null when fewer than the quorum are connected.
     pub quorum_pos: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_lsn: Option<String>,
+    /// Receivers streaming now: below the quorum, waits will degrade once
+    /// their sync timeout passes, although the state still says "sync".
+    pub streaming: usize,
     pub waiting: usize,
     pub fallbacks: u64,
 }
@@ -85,12 +104,15 @@ pub fn report(role: &Role) -> serde_json::Value {
 
 fn sender(h: &walship_agent::SenderHandle) -> SenderLag {
     let s = h.snapshot();
+    let pg = s.format == "postgres";
+    let lsn = |p: walship_core::Position| pg.then(|| p.lsn().to_string());
     SenderLag {
         role: "sender",
         source: Source {
             id: s.source_id.clone(),
             format: s.format,
             end_pos: s.end.get(),
+            end_lsn: lsn(s.end),
             error: s.source_error.clone(),
         },
         receivers: s
@@ -104,6 +126,12 @@ fn sender(h: &walship_agent::SenderHandle) -> SenderLag {
                 write_pos: r.written.get(),
                 flush_pos: r.flushed.get(),
                 apply_pos: r.applied.get(),
+                lsn: pg.then(|| ReceiverLsn {
+                    sent_lsn: r.sent.lsn().to_string(),
+                    write_lsn: r.written.lsn().to_string(),
+                    flush_lsn: r.flushed.lsn().to_string(),
+                    apply_lsn: r.applied.lsn().to_string(),
+                }),
                 lag_bytes: l.lag_bytes,
                 write_lag_seconds: l.write.as_secs_f64(),
                 flush_lag_seconds: l.flush.as_secs_f64(),
@@ -117,6 +145,8 @@ fn sender(h: &walship_agent::SenderHandle) -> SenderLag {
             level: s.sync.level.as_str(),
             state: s.sync.state.as_str(),
             quorum_pos: s.sync.quorum_pos.map(|p| p.get()),
+            quorum_lsn: s.sync.quorum_pos.and_then(lsn),
+            streaming: s.receivers.iter().filter(|r| r.state.as_str() == "streaming").count(),
             waiting: s.sync.waiting,
             fallbacks: s.sync.fallbacks,
         },
