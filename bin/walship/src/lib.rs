@@ -156,18 +156,28 @@ async fn receive(a: cli::ReceiveArgs) -> Result<()> {
     finish_admin(admin).await
 }
 
-/// Splits `HOST:PORT` (or `[v6]:PORT`) and resolves it.
+/// Splits `HOST:PORT` (or `[v6]:PORT`) and resolves it. A name that does not
+/// resolve yet (a receiver Service not created yet) is not fatal: the sender
+/// resolves `HOST:PORT` again before every connection attempt.
 pub(crate) fn parse_target(to: &str, server_name: Option<&str>) -> Result<Target> {
-    let (host, _port) =
+    let (host, port) =
         to.rsplit_once(':').with_context(|| format!("invalid receiver address {to:?}: expected HOST:PORT"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         bail!("invalid receiver address {to:?}: the host is empty");
     }
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(to)
-        .with_context(|| format!("cannot resolve receiver address {to:?}"))?
-        .next()
-        .with_context(|| format!("receiver address {to:?} resolves to nothing"))?;
+    let port: u16 = port.parse().with_context(|| format!("invalid port in receiver address {to:?}"))?;
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(to).map(|mut a| a.next());
+    let addr = match resolved {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => {
+            tracing::warn!(
+                receiver = to,
+                "receiver address does not resolve yet; retrying at every connection attempt"
+            );
+            std::net::SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
     Ok(Target { addr, server_name: server_name.unwrap_or(host).to_string(), label: to.to_string() })
 }
 

@@ -50,6 +50,25 @@ impl Failure {
     }
 }
 
+/// The receiver's address now: `--to HOST:PORT` is resolved again before
+/// every attempt (a receiver that moved, a Service created late), keeping
+/// to the address family of the endpoint's socket.
+async fn resolve(target: &Target) -> Result<std::net::SocketAddr, Failure> {
+    let v4 = target.addr.is_ipv4();
+    match tokio::net::lookup_host(target.label.as_str()).await {
+        Ok(addrs) => {
+            let mut addrs = addrs.filter(|a| a.is_ipv4() == v4).peekable();
+            match addrs.peek() {
+                Some(a) => Ok(*a),
+                None if !target.addr.ip().is_unspecified() => Ok(target.addr),
+                None => Err(Failure::Closed(format!("receiver address {} has no usable address", target.label))),
+            }
+        }
+        Err(_) if !target.addr.ip().is_unspecified() => Ok(target.addr),
+        Err(e) => Err(Failure::Closed(format!("cannot resolve receiver address {}: {e}", target.label))),
+    }
+}
+
 /// Runs one session. `Ok(streamed)` on shutdown; `Err((streamed, why))`
 /// otherwise, where `streamed` says whether the session got past the
 /// handshake (which resets the backoff).
@@ -60,8 +79,9 @@ pub(crate) async fn run(
     target: &Target,
     shutdown: &CancellationToken,
 ) -> Result<bool, (bool, Failure)> {
+    let addr = resolve(target).await.map_err(|e| (false, e))?;
     let conn = tokio::select! {
-        c = walship_net::connect(endpoint, target.addr, &target.server_name) => c.map_err(|e| (false, e.into()))?,
+        c = walship_net::connect(endpoint, addr, &target.server_name) => c.map_err(|e| (false, e.into()))?,
         _ = shutdown.cancelled() => return Ok(false),
     };
     shared.update(idx, |r| r.state = ConnState::Handshaking);
