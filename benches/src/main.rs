@@ -19,6 +19,7 @@
 mod bare;
 mod data;
 mod disk;
+mod pg;
 mod report;
 mod rss;
 mod semisync;
@@ -47,6 +48,8 @@ enum Cmd {
     Ship(ShipArgs),
     /// Semi-sync wait latency: commit (append + fdatasync) to a durable wait, and an already-satisfied wait.
     Wait(WaitArgs),
+    /// PostgreSQL: TPS and commit latency with walship semi-sync vs pg_receivewal as sync standby, and flush lag.
+    Pg(pg::PgArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +129,8 @@ fn main() -> ExitCode {
         }
     };
     let r = match cli.cmd {
+        // Synchronous: the postgres client runs a runtime of its own.
+        Cmd::Pg(a) => pg::run(a),
         Cmd::Ship(a) => rt.block_on(ship(a)),
         Cmd::Wait(a) => rt.block_on(async {
             let base = a.dir.unwrap_or_else(|| workspace_root().join("target/bench-tmp"));
