@@ -527,7 +527,10 @@ fn stale_future_segments(wal_dir: &Path, current: u64, segsize: u64) -> Vec<(Str
             let name = e.file_name().to_str()?.to_string();
             let segno = segment_no(&name, segsize).filter(|&n| n > current)?;
             let addr = first_pageaddr(&e.path());
-            (addr != 0 && addr != segno * segsize).then_some((name, addr))
+            // Only files whose earlier life filled them: one that ended in an early
+            // XLOG_SWITCH is zeros past it and could not show stale bytes being shipped.
+            let full = std::fs::read(e.path()).is_ok_and(|b| b[b.len() * 3 / 4..].iter().any(|&x| x != 0));
+            (addr != 0 && addr != segno * segsize && full).then_some((name, addr))
         })
         .collect();
     out.sort();
@@ -572,15 +575,24 @@ fn recycled_segment_is_never_shipped_as_valid_data() {
             listing(&wal_dir)
         );
     };
-    // Switch segments up to the first recycled one: a few records at its start, stale WAL after them.
-    let target = segment_no(&stale[0].0, SEG).expect("segment name");
+    // Switch segments until the one being written is a recycled file: a few records at its
+    // start, stale WAL after them. (Which future file holds a full earlier life depends on
+    // PostgreSQL's recycling order, so look at the file being written instead of guessing.)
+    let deadline = Instant::now() + T;
+    let mut switches = 0;
     loop {
         d.primary.sql("INSERT INTO big VALUES (0, 'switching')");
-        let current = segment_no(&d.primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"), SEG).expect("name");
-        if current >= target {
+        let lsn = parse_lsn(&d.primary.sql("SELECT pg_current_wal_lsn()::text"));
+        let path = wal_dir.join(segment_name(lsn / SEG, SEG));
+        let from = usize::try_from(lsn % SEG).expect("offset") + 16384;
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if bytes.get(from..).is_some_and(|rest| rest.iter().any(|&b| b != 0)) {
             break;
         }
+        assert!(Instant::now() < deadline, "no recycled segment became current after {switches} switches");
         d.primary.sql("SELECT pg_switch_wal()");
+        d.primary.sql("CHECKPOINT");
+        switches += 1;
     }
     d.primary.stop();
     let controldata = Command::new(pg::pg_bin("pg_controldata")).arg(d.primary.data_dir()).output().expect("run");
