@@ -73,6 +73,9 @@ pub struct WaitArgs {
     /// Give up after this long (exit 4).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// File holding the sender's wait token (its --wait-token-file).
+    #[arg(long, env = "WALSHIP_WAIT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +95,22 @@ pub struct StatusArgs {
 pub enum CertCmd {
     /// Create a CA plus a server and a client certificate signed by it.
     Init(CertInitArgs),
+    /// Sign one more client certificate with the CA made by `cert init`, named for one sender (for
+    /// `receive --allow-client`).
+    Client(CertClientArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertClientArgs {
+    /// Directory holding ca.pem and ca.key; client-NAME.pem and client-NAME.key are written there.
+    #[arg(long, env = "WALSHIP_CERT_DIR")]
+    pub dir: PathBuf,
+    /// The sender's name: the certificate's common name and DNS name.
+    #[arg(long)]
+    pub name: String,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,13 +131,18 @@ pub struct CertInitArgs {
 pub struct TlsArgs {
     /// CA certificate (PEM) that signed the peer's certificate.
     #[arg(long, env = "WALSHIP_CA")]
-    pub ca: PathBuf,
+    pub ca: Option<PathBuf>,
     /// This side's certificate (PEM).
     #[arg(long, env = "WALSHIP_CERT")]
-    pub cert: PathBuf,
+    pub cert: Option<PathBuf>,
     /// This side's private key (PEM).
     #[arg(long, env = "WALSHIP_KEY")]
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
+    /// Run without mutual TLS: the receiver asks for no client certificate and the sender checks no server
+    /// certificate (traffic is still encrypted). Anyone who can reach the receiver can write its mirror. For
+    /// throw-away setups only; logged at error level.
+    #[arg(long, env = "WALSHIP_INSECURE", conflicts_with_all = ["ca", "cert", "key"])]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +164,20 @@ pub struct ReceiveArgs {
     /// fdatasync at least this often while bytes are unflushed (it also syncs whenever the queue drains).
     #[arg(long, env = "WALSHIP_FLUSH_INTERVAL", default_value = "20ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
-    /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address, e.g. 127.0.0.1:9188.
-    #[arg(long, env = "WALSHIP_ADMIN_ADDR")]
+    /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address; a bare port (9188) means
+    /// 127.0.0.1:9188. Use 0.0.0.0:9188 to let Prometheus scrape it from elsewhere.
+    #[arg(long, env = "WALSHIP_ADMIN_ADDR", value_parser = parse_admin_addr)]
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// Accept only client certificates carrying one of these names (common name or DNS name; see
+    /// `walship cert client`). Default: any certificate signed by --ca.
+    #[arg(long = "allow-client", env = "WALSHIP_ALLOW_CLIENT", value_delimiter = ',', conflicts_with = "insecure")]
+    pub allow_clients: Vec<String>,
+    /// Connections served at once (handshaking or streaming); more are refused before any TLS work.
+    #[arg(long, env = "WALSHIP_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A connection must complete TLS and send its hello within this long, or it is closed.
+    #[arg(long, env = "WALSHIP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
     /// fdatasync once this many bytes are unflushed, even under continuous load.
     #[arg(long, env = "WALSHIP_FLUSH_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub flush_bytes: u64,
@@ -208,9 +243,14 @@ pub struct SendArgs {
     /// First reconnect delay; doubles per failed attempt.
     #[arg(long, env = "WALSHIP_RECONNECT_MIN", default_value = "100ms", value_parser = parse_duration)]
     pub reconnect_min: Duration,
-    /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address, e.g. 127.0.0.1:9187.
-    #[arg(long, env = "WALSHIP_ADMIN_ADDR")]
+    /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address; a bare port (9187) means
+    /// 127.0.0.1:9187.
+    #[arg(long, env = "WALSHIP_ADMIN_ADDR", value_parser = parse_admin_addr)]
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// File holding a token that `POST /v1/wait` must present (Authorization: Bearer; `walship wait
+    /// --token-file`). Recommended whenever the admin endpoint listens beyond loopback.
+    #[arg(long, env = "WALSHIP_WAIT_TOKEN_FILE")]
+    pub wait_token_file: Option<PathBuf>,
     /// Recovery point objective: count the seconds RPO exposure is within and over it (metrics).
     #[arg(long, env = "WALSHIP_RPO_TARGET", value_parser = parse_duration)]
     pub rpo_target: Option<Duration>,
@@ -231,6 +271,11 @@ pub struct SendArgs {
     /// counted in walship_retention_released_segments_total) so that the primary can recycle them. Default: no limit.
     #[arg(long, env = "WALSHIP_MAX_RETAINED", value_parser = parse_size)]
     pub max_retained: Option<u64>,
+    /// Test hook: append one line `<receiver label> <flushed position>` to this file for every
+    /// ack that advances a receiver's flushed position, written before the ack is acted on (the
+    /// crash-torture test checks that no acknowledged flush is ever lost). Not for production.
+    #[arg(long, hide = true)]
+    pub debug_ack_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +338,28 @@ fn parse_size_u32(s: &str) -> Result<u32, String> {
     u32::try_from(v).map_err(|_| format!("size {s:?} is too large (at most 4GiB - 1)"))
 }
 
+/// `--admin-addr`: `HOST:PORT`, or a bare `PORT` / `:PORT` on 127.0.0.1 (the
+/// admin endpoint is local unless asked otherwise).
+pub fn parse_admin_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let t = s.trim();
+    let port = t.strip_prefix(':').unwrap_or(t);
+    if let Ok(p) = port.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], p)));
+    }
+    t.parse().map_err(|_| format!("invalid admin address {s:?}: expected a port (9187) or HOST:PORT (0.0.0.0:9187)"))
+}
+
+/// Reads a token file (for `--wait-token-file` / `--token-file`): its
+/// contents without surrounding whitespace, which must not be empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let t = t.trim();
+    if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("token file {} must hold one token without spaces", path.display()));
+    }
+    Ok(t.to_string())
+}
+
 /// Parses durations like `500ms`, `10s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 10s, 2m)"))
@@ -351,6 +418,14 @@ mod tests {
         assert!(parse_sync_timeout("sometimes").is_err());
         assert!(parse_level("fsync").is_err());
         assert_eq!(parse_position("0/16B3"), Ok(walship_core::Position(0x16B3)));
+    }
+
+    #[test]
+    fn admin_addresses_default_to_loopback() {
+        assert_eq!(parse_admin_addr("9187"), Ok("127.0.0.1:9187".parse().expect("addr")));
+        assert_eq!(parse_admin_addr(":9187"), Ok("127.0.0.1:9187".parse().expect("addr")));
+        assert_eq!(parse_admin_addr("0.0.0.0:9187"), Ok("0.0.0.0:9187".parse().expect("addr")));
+        assert!(parse_admin_addr("localhost:x").is_err());
     }
 
     #[test]

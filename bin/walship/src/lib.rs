@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 use walship_agent::store_thread::FlushPolicy;
 use walship_agent::{Receiver, ReceiverOptions, Sender, SenderOptions, Target};
-use walship_net::TlsFiles;
+use walship_net::{TlsFiles, TlsMode};
 
 use crate::cli::{CertCmd, Cli, Command};
 
@@ -43,6 +43,7 @@ pub fn main() -> ExitCode {
     init_tracing(&cli.log);
     let r = match cli.cmd {
         Command::Cert(CertCmd::Init(a)) => cert_init(a),
+        Command::Cert(CertCmd::Client(a)) => cert_client(a),
         Command::Receive(a) => runtime().and_then(|rt| rt.block_on(receive(a))),
         Command::Send(a) => runtime().and_then(|rt| rt.block_on(send(a))),
         Command::Verify(a) => return verify(a),
@@ -104,8 +105,29 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-fn tls(a: &cli::TlsArgs) -> TlsFiles {
-    TlsFiles { ca: a.ca.clone(), cert: a.cert.clone(), key: a.key.clone() }
+/// Mutual TLS from `--ca/--cert/--key`, or `--insecure` (said loudly).
+fn tls(a: &cli::TlsArgs) -> Result<TlsMode> {
+    if a.insecure {
+        tracing::error!("INSECURE: --insecure is set: peers are not authenticated; do not use it in production");
+        return Ok(TlsMode::Insecure);
+    }
+    match (&a.ca, &a.cert, &a.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Ok(TlsMode::Mutual(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
+        }
+        _ => {
+            let missing: Vec<&str> =
+                [("--ca", a.ca.is_none()), ("--cert", a.cert.is_none()), ("--key", a.key.is_none())]
+                    .into_iter()
+                    .filter_map(|(f, m)| m.then_some(f))
+                    .collect();
+            bail!(
+                "mutual TLS needs --ca, --cert and --key (missing {}); `walship cert init` makes a set. \
+                 (--insecure runs without authentication: anyone who can reach the receiver can write its mirror.)",
+                missing.join(", ")
+            )
+        }
+    }
 }
 
 pub(crate) fn hostname() -> String {
@@ -114,6 +136,15 @@ pub(crate) fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+fn cert_client(a: cli::CertClientArgs) -> Result<()> {
+    let (cert, key) = walship_net::certs::issue_client(&a.dir, &a.name, a.force)
+        .with_context(|| format!("signing a client certificate with the CA in {}", a.dir.display()))?;
+    println!("wrote client certificate {:?}", a.name);
+    println!("  sender:   --cert {} --key {}", cert.display(), key.display());
+    println!("  receiver: --allow-client {}", a.name);
+    Ok(())
 }
 
 fn cert_init(a: cli::CertInitArgs) -> Result<()> {
@@ -139,7 +170,10 @@ async fn receive(a: cli::ReceiveArgs) -> Result<()> {
     let opts = ReceiverOptions {
         listen: a.listen,
         dir: a.dir.clone(),
-        tls: tls(&a.tls),
+        tls: tls(&a.tls)?,
+        allow_clients: a.allow_clients.clone(),
+        max_connections: a.max_connections as usize,
+        handshake_timeout: a.handshake_timeout,
         name: a.name.unwrap_or_else(hostname),
         max_payload: a.max_frame,
         flush: FlushPolicy {
@@ -151,7 +185,7 @@ async fn receive(a: cli::ReceiveArgs) -> Result<()> {
     };
     let receiver = Receiver::bind(opts).with_context(|| format!("starting the receiver for {}", a.dir.display()))?;
     let shutdown = shutdown_on_signal();
-    let admin = start_admin(a.admin_addr, walship_admin::Role::Receiver(receiver.handle()), &shutdown).await?;
+    let admin = start_admin(a.admin_addr, walship_admin::Role::Receiver(receiver.handle()), None, &shutdown).await?;
     receiver.run(shutdown).await.context("receiver failed")?;
     finish_admin(admin).await
 }
@@ -182,6 +216,7 @@ pub(crate) fn parse_target(to: &str, server_name: Option<&str>) -> Result<Target
 }
 
 async fn send(a: cli::SendArgs) -> Result<()> {
+    let wait_token = a.wait_token_file.as_deref().map(cli::read_token).transpose().map_err(anyhow::Error::msg)?;
     let targets = a.to.iter().map(|t| parse_target(t, a.server_name.as_deref())).collect::<Result<Vec<_>>>()?;
     let source_id = match a.source_id {
         Some(s) => s,
@@ -198,7 +233,7 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         source_id,
         sender_name: hostname(),
         targets,
-        tls: tls(&a.tls),
+        tls: tls(&a.tls)?,
         max_frame: a.max_frame,
         max_inflight: a.max_inflight,
         max_retained: a.max_retained,
@@ -207,13 +242,14 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         backoff_max: a.reconnect_max,
         rpo_target: a.rpo_target,
         sync: walship_core::sync::SyncConfig { quorum: a.sync_quorum, level: a.sync_level, timeout: a.sync_timeout.0 },
+        debug_ack_log: a.debug_ack_log.clone(),
     };
     let shutdown = shutdown_on_signal();
     if a.format == cli::Format::Postgres && !wait_for_postgres_wal(&opts.wal_dir, &shutdown).await {
         return Ok(());
     }
     let sender = Sender::new(opts).with_context(|| format!("starting the sender for {}", a.wal_dir.display()))?;
-    let admin = start_admin(a.admin_addr, walship_admin::Role::Sender(sender.handle()), &shutdown).await?;
+    let admin = start_admin(a.admin_addr, walship_admin::Role::Sender(sender.handle()), wait_token, &shutdown).await?;
     sender.run(shutdown).await.context("sender failed")?;
     finish_admin(admin).await
 }
@@ -246,10 +282,11 @@ type AdminTask = Option<tokio::task::JoinHandle<Result<(), walship_admin::AdminE
 async fn start_admin(
     addr: Option<std::net::SocketAddr>,
     role: walship_admin::Role,
+    wait_token: Option<String>,
     shutdown: &CancellationToken,
 ) -> Result<AdminTask> {
     let Some(addr) = addr else { return Ok(None) };
-    let server = walship_admin::AdminServer::bind(addr, role).await?;
+    let server = walship_admin::AdminServer::bind(addr, role).await?.with_access(walship_admin::Access { wait_token });
     Ok(Some(tokio::spawn(server.run(shutdown.clone()))))
 }
 
@@ -304,7 +341,14 @@ fn wait(a: cli::WaitArgs) -> ExitCode {
     if let Some(t) = a.timeout {
         w = w.timeout(t);
     }
-    match walship_client::Client::new(&a.admin).wait(w) {
+    let token = match a.token_file.as_deref().map(cli::read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match walship_client::Client::new(&a.admin).with_token(token).wait(w) {
         Ok(r) => {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             match r.outcome {

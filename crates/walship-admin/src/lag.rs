@@ -85,6 +85,17 @@ pub struct ReceiverReport {
     pub apply_error: Option<String>,
     pub seconds_since_last_frame: Option<f64>,
     pub sessions: u64,
+    /// The last storage failure (e.g. "No space left on device"), until a
+    /// later flush succeeds. While set, nothing new is acknowledged.
+    pub storage_error: Option<String>,
+    /// Connections open now, and refused so far (limit, handshake, allow-list).
+    pub connections: ReceiverConnections,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiverConnections {
+    pub open: u64,
+    pub refused: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,5 +177,7 @@ fn receiver(h: &walship_agent::ReceiverHandle) -> ReceiverReport {
         apply_error: st.apply.as_ref().and_then(|a| a.last_error.clone()),
         seconds_since_last_frame: st.last_frame_at.map(|t| Instant::now().saturating_duration_since(t).as_secs_f64()),
         sessions: st.sessions_accepted,
+        storage_error: st.storage_error.clone(),
+        connections: ReceiverConnections { open: st.connections_open, refused: st.connections_refused },
     }
 }

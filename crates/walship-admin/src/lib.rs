@@ -5,7 +5,7 @@
 //! | `GET /metrics` | OpenMetrics text, built from a snapshot at scrape time ([`metrics`]) |
 //! | `GET /v1/lag` | JSON lag report ([`lag`]) |
 //! | `GET /healthz` | `200 ok` while serving |
-//! | `POST /v1/wait` | semi-synchronous wait: `{"position"?, "segment"?, "timeout_ms"?}` → `{"outcome", "position", "waited_ms"}` |
+//! | `POST /v1/wait` | semi-synchronous wait: `{"position"?, "segment"?, "timeout_ms"?}` → `{"outcome", "position", "waited_ms"}`; with a wait token, `Authorization: Bearer TOKEN` is required |
 //! | `GET /` | a self-contained status page fed by `/v1/lag` |
 //!
 //! Nothing here runs on the shipping hot path: every response reads a
@@ -14,6 +14,7 @@ pub mod lag;
 pub mod metrics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -41,18 +42,57 @@ pub enum AdminError {
     Serve(std::io::Error),
 }
 
+/// Access rules of the admin endpoint.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// When set, `POST /v1/wait` needs `Authorization: Bearer <token>`.
+    /// (Waits hold a task each and, for segments, let PostgreSQL recycle
+    /// WAL; everything else is read-only.)
+    pub wait_token: Option<String>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").field("wait_token", &self.wait_token.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+/// Waits blocked at once; more get 503 rather than a task each, so a
+/// flood of waits cannot grow the sender without bound.
+pub const MAX_WAITERS: usize = 4096;
+
 /// A bound admin server.
 #[derive(Debug)]
 pub struct AdminServer {
     listener: tokio::net::TcpListener,
     role: Role,
+    access: Access,
+}
+
+#[derive(Clone)]
+struct AppState {
+    role: Role,
+    access: Arc<Access>,
+    waiters: Arc<tokio::sync::Semaphore>,
+}
+
+impl axum::extract::FromRef<AppState> for Role {
+    fn from_ref(s: &AppState) -> Role {
+        s.role.clone()
+    }
 }
 
 impl AdminServer {
     /// Binds `addr` (port 0 picks a free port). Must run inside tokio.
     pub async fn bind(addr: SocketAddr, role: Role) -> Result<AdminServer, AdminError> {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
-        Ok(AdminServer { listener, role })
+        Ok(AdminServer { listener, role, access: Access::default() })
+    }
+
+    /// Sets the access rules.
+    pub fn with_access(mut self, access: Access) -> AdminServer {
+        self.access = access;
+        self
     }
 
     /// The bound address.
@@ -63,8 +103,15 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AdminError> {
         let addr = self.local_addr()?;
-        tracing::info!(admin = %addr, "admin endpoint listening");
-        axum::serve(self.listener, router(self.role))
+        tracing::info!(admin = %addr, wait_token = self.access.wait_token.is_some(), "admin endpoint listening");
+        if !addr.ip().is_loopback() && self.access.wait_token.is_none() && matches!(self.role, Role::Sender(_)) {
+            tracing::warn!(
+                admin = %addr,
+                "the admin endpoint listens beyond loopback without --wait-token-file: anyone who can reach it can \
+                 read positions and hold waits open"
+            );
+        }
+        axum::serve(self.listener, router_with(self.role, self.access))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
             .map_err(AdminError::Serve)
@@ -73,13 +120,20 @@ impl AdminServer {
 
 /// The routes, for tests that drive them without a socket.
 pub fn router(role: Role) -> Router {
+    router_with(role, Access::default())
+}
+
+/// [`router`] with access rules.
+pub fn router_with(role: Role, access: Access) -> Router {
+    let state =
+        AppState { role, access: Arc::new(access), waiters: Arc::new(tokio::sync::Semaphore::new(MAX_WAITERS)) };
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
         .route("/v1/lag", get(lag_handler))
         .route("/v1/wait", post(wait_handler))
-        .with_state(role)
+        .with_state(state)
 }
 
 async fn page() -> Response {
@@ -118,8 +172,38 @@ fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-async fn wait_handler(axum::extract::State(role): axum::extract::State<Role>, body: axum::body::Bytes) -> Response {
-    let Role::Sender(h) = role else {
+/// Compares without an early exit, so response time does not leak how much
+/// of a guessed token was right.
+fn same_token(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn wait_handler(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(want) = &state.access.wait_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(t) if same_token(t.as_bytes(), want.as_bytes()) => {}
+            Some(_) => return json_error(StatusCode::FORBIDDEN, "wrong wait token"),
+            None => {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "this sender requires a wait token: send Authorization: Bearer <token> (walship wait --token-file)",
+                );
+            }
+        }
+    }
+    let Ok(_slot) = state.waiters.clone().try_acquire_owned() else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("too many waits blocked at once ({MAX_WAITERS})"));
+    };
+    let Role::Sender(h) = state.role else {
         return json_error(StatusCode::NOT_FOUND, "waits are served by the sender's admin endpoint, not a receiver's");
     };
     let body: WaitBody = if body.iter().all(u8::is_ascii_whitespace) {

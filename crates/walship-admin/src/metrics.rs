@@ -301,6 +301,25 @@ fn receiver(enc: &mut DescriptorEncoder, h: &walship_agent::ReceiverHandle) -> R
     counters(enc, "walship_sessions", "Sessions accepted.", &one(st.sessions_accepted))?;
     counters(enc, "walship_sessions_refused", "Sessions refused.", &one(st.sessions_refused))?;
     gauges(enc, "walship_session_up", "1 while a sender is connected.", &one(u64::from(st.connected)))?;
+    counters(
+        enc,
+        "walship_storage_failures",
+        "Sessions ended by a storage failure (disk full, I/O error); nothing past the durable position was acked.",
+        &one(st.storage_errors),
+    )?;
+    gauges(
+        enc,
+        "walship_storage_failing",
+        "1 from a storage failure until a flush succeeds again.",
+        &one(u64::from(st.storage_error.is_some())),
+    )?;
+    gauges(enc, "walship_connections_open", "Connections open (handshaking or streaming).", &one(st.connections_open))?;
+    counters(
+        enc,
+        "walship_connections_refused",
+        "Connections refused: over --max-connections, handshake failed or too slow, not in --allow-client.",
+        &one(st.connections_refused),
+    )?;
     histograms(
         enc,
         "walship_fsync_duration_seconds",

@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use walship_core::proto::{self, ErrorCode, control::Msg};
 use walship_core::receiver::{self, MirrorResume, ReceiverConfig, ReceiverSession};
 use walship_core::{Position, frame};
-use walship_net::{Connection, NetError, TlsFiles, close};
+use walship_net::{Connection, NetError, TlsMode, close};
 use walship_store::{Identity, Mirror};
 
 use crate::AgentError;
@@ -25,12 +25,26 @@ use crate::store_thread::{self, FlushPolicy, StoreEvent};
 /// How many bytes before the durable position the handshake checksums.
 pub const CHECK_WINDOW: u64 = 64 << 10;
 
+/// Default `--max-connections`: one mirror has one writer, so a handful
+/// covers a restarting sender overlapping its old session; the rest is abuse.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
+/// Default `--handshake-timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of a receiver.
 #[derive(Debug, Clone)]
 pub struct ReceiverOptions {
     pub listen: SocketAddr,
     pub dir: PathBuf,
-    pub tls: TlsFiles,
+    /// Mutual TLS files, or `--insecure`.
+    pub tls: TlsMode,
+    /// `--allow-client`: when not empty, only client certificates carrying
+    /// one of these names (common name or DNS name) may open a session.
+    pub allow_clients: Vec<String>,
+    /// Connections (handshaking or streaming) served at once; more are refused.
+    pub max_connections: usize,
+    /// A connection must finish TLS and say hello within this long.
+    pub handshake_timeout: Duration,
     /// This receiver's name, reported to senders.
     pub name: String,
     /// Largest data frame payload accepted.
@@ -42,11 +56,14 @@ pub struct ReceiverOptions {
 
 impl ReceiverOptions {
     /// Options with the defaults of `walship receive`.
-    pub fn new(listen: SocketAddr, dir: PathBuf, tls: TlsFiles, name: impl Into<String>) -> Self {
+    pub fn new(listen: SocketAddr, dir: PathBuf, tls: impl Into<TlsMode>, name: impl Into<String>) -> Self {
         ReceiverOptions {
             listen,
             dir,
-            tls,
+            tls: tls.into(),
+            allow_clients: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             name: name.into(),
             max_payload: walship_core::frame::DEFAULT_MAX_PAYLOAD,
             flush: FlushPolicy::default(),
@@ -60,6 +77,15 @@ impl ReceiverOptions {
 pub struct ReceiverStats {
     pub sessions_accepted: u64,
     pub sessions_refused: u64,
+    /// Connections refused before or during the handshake: over
+    /// `--max-connections`, handshake timeout, failed TLS, not allowed.
+    pub connections_refused: u64,
+    /// Connections open now (handshaking or in a session).
+    pub connections_open: u64,
+    /// The last storage failure (e.g. disk full), until a later flush succeeds.
+    pub storage_error: Option<String>,
+    /// Sessions ended by a storage failure.
+    pub storage_errors: u64,
     /// Bytes of WAL received in data frames, over all sessions.
     pub bytes_received: u64,
     pub frames_received: u64,
@@ -131,7 +157,7 @@ impl Receiver {
         for action in &report.actions {
             info!(dir = %opts.dir.display(), "recovery: {action}");
         }
-        let endpoint = walship_net::server_endpoint(opts.listen, &opts.tls)?;
+        let endpoint = walship_net::server_endpoint_for(opts.listen, &opts.tls)?;
         let stats = ReceiverStats {
             written_pos: mirror.written_pos(),
             flushed_pos: mirror.durable_pos(),
@@ -166,21 +192,49 @@ impl Receiver {
     /// Accepts connections until `shutdown` is cancelled; then ends the
     /// current session (flushing what was written) and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
-        info!(listen = %self.local_addr()?, dir = %self.shared.opts.dir.display(), "receiver listening");
+        let opts = &self.shared.opts;
+        info!(listen = %self.local_addr()?, dir = %opts.dir.display(), insecure = opts.tls.is_insecure(), "receiver listening");
+        if opts.tls.is_insecure() {
+            error!(
+                "INSECURE: --insecure is set: no client certificate is asked for, so anyone who can reach {} can \
+                 write this mirror",
+                opts.listen
+            );
+        }
         let mut tasks = tokio::task::JoinSet::new();
         loop {
+            lock(&self.shared.stats).connections_open = tasks.len() as u64;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                incoming = walship_net::accept(&self.endpoint) => {
+                incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    match incoming {
-                        Ok(conn) => {
-                            let shared = self.shared.clone();
-                            let shutdown = shutdown.clone();
-                            tasks.spawn(async move { handle_connection(shared, conn, shutdown).await });
-                        }
-                        Err(e) => warn!(error = %e, "connection refused during handshake"),
+                    let remote = incoming.remote_address();
+                    // Every connection costs buffers and a task: past the
+                    // limit, refuse before any TLS work.
+                    if tasks.len() >= self.shared.opts.max_connections {
+                        lock(&self.shared.stats).connections_refused += 1;
+                        warn!(%remote, open = tasks.len(), "connection refused: --max-connections reached");
+                        incoming.refuse();
+                        continue;
                     }
+                    let shared = self.shared.clone();
+                    let shutdown = shutdown.clone();
+                    // The handshake runs in the connection's task, so a peer
+                    // that stalls it never holds up anyone else's.
+                    tasks.spawn(async move {
+                        let deadline = tokio::time::Instant::now() + shared.opts.handshake_timeout;
+                        match tokio::time::timeout_at(deadline, incoming).await {
+                            Ok(Ok(conn)) => handle_connection(shared, conn, deadline, shutdown).await,
+                            Ok(Err(e)) => {
+                                lock(&shared.stats).connections_refused += 1;
+                                warn!(%remote, error = %e, "connection refused during handshake");
+                            }
+                            Err(_) => {
+                                lock(&shared.stats).connections_refused += 1;
+                                warn!(%remote, "connection refused during handshake: no TLS handshake within --handshake-timeout");
+                            }
+                        }
+                    });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -204,12 +258,28 @@ impl Receiver {
     }
 }
 
-async fn handle_connection(shared: Arc<Shared>, conn: Connection, shutdown: CancellationToken) {
+async fn handle_connection(
+    shared: Arc<Shared>,
+    conn: Connection,
+    deadline: tokio::time::Instant,
+    shutdown: CancellationToken,
+) {
     let remote = conn.remote_address();
     let peer = walship_net::peer_name(&conn).unwrap_or_default();
     debug!(%remote, %peer, "connection accepted");
+    let allow = &shared.opts.allow_clients;
+    if !allow.is_empty() {
+        let names = walship_net::peer_names(&conn);
+        if !names.iter().any(|n| allow.contains(n)) {
+            lock(&shared.stats).connections_refused += 1;
+            let msg = format!("client certificate {names:?} is not in the receiver's --allow-client list");
+            warn!(%remote, "refused connection: {msg}");
+            close::close(&conn, close::REFUSED, &msg);
+            return;
+        }
+    }
     let shutdown_token = shutdown.clone();
-    match session(&shared, &conn, shutdown).await {
+    match session(&shared, &conn, deadline, shutdown).await {
         Ok(()) => info!(%remote, "session ended"),
         Err(SessionEnd::Superseded) if shutdown_token.is_cancelled() => {
             info!(%remote, "session ended: receiver shutting down");
@@ -235,7 +305,12 @@ async fn handle_connection(shared: Arc<Shared>, conn: Connection, shutdown: Canc
             close::close(&conn, close::PROTOCOL, &msg);
         }
         Err(SessionEnd::Storage(msg)) => {
-            error!(%remote, "closing connection after a storage failure: {msg}");
+            {
+                let mut st = lock(&shared.stats);
+                st.storage_errors += 1;
+                st.storage_error = Some(msg.clone());
+            }
+            error!(%remote, "closing connection after a storage failure (nothing past the durable position is acknowledged; the sender retries with backoff): {msg}");
             close::close(&conn, close::INTERNAL, &msg);
         }
         Err(SessionEnd::Lost(msg)) => match conn.close_reason().as_ref().and_then(close::peer_close) {
@@ -265,16 +340,32 @@ fn net_end(e: NetError) -> SessionEnd {
     match e {
         NetError::Frame(f) => SessionEnd::BadFrame(f.to_string()),
         NetError::Decode(d) => SessionEnd::Protocol(d.to_string()),
+        // Not the transport: a length prefix over the limit, or a stream
+        // that ended inside a message.
+        NetError::Control(e) if e.kind() == std::io::ErrorKind::InvalidData => SessionEnd::Protocol(format!(
+            "control stream: {e} (a message length over the {} byte limit)",
+            walship_net::control::MAX_CONTROL_MESSAGE
+        )),
+        NetError::Control(e) => SessionEnd::Protocol(format!("control stream: {e}")),
         other => SessionEnd::Lost(other.to_string()),
     }
 }
 
-async fn session(shared: &Arc<Shared>, conn: &Connection, shutdown: CancellationToken) -> Result<(), SessionEnd> {
+async fn session(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    deadline: tokio::time::Instant,
+    shutdown: CancellationToken,
+) -> Result<(), SessionEnd> {
     let opts = &shared.opts;
-    let (mut ctl_tx, mut ctl_rx) = walship_net::control::accept(conn).await.map_err(net_end)?;
-    let hello = tokio::time::timeout(Duration::from_secs(10), ctl_rx.recv())
+    let late = || SessionEnd::Protocol(format!("no hello within {:?} (--handshake-timeout)", opts.handshake_timeout));
+    let (mut ctl_tx, mut ctl_rx) = tokio::time::timeout_at(deadline, walship_net::control::accept(conn))
         .await
-        .map_err(|_| SessionEnd::Protocol("no hello within 10 s".into()))?
+        .map_err(|_| late())?
+        .map_err(net_end)?;
+    let hello = tokio::time::timeout_at(deadline, ctl_rx.recv())
+        .await
+        .map_err(|_| late())?
         .map_err(net_end)?
         .ok_or_else(|| SessionEnd::Lost("control stream closed before hello".into()))?;
     let peer = match receiver::check_hello(hello, opts.max_payload) {
@@ -436,6 +527,7 @@ async fn stream(
                         core.handle_flushed(pos, now).map_err(|e| SessionEnd::Storage(e.to_string()))?;
                         let mut st = lock(&shared.stats);
                         st.flushed_pos = pos;
+                        st.storage_error = None;
                         st.fsync.record(fsync.as_secs_f64());
                     }
                     StoreEvent::SegmentCompleted { name, end } => {

@@ -18,7 +18,7 @@ use walship_core::Position;
 use walship_core::histogram::Histogram;
 use walship_core::lag::{DEFAULT_CAPACITY, LagTracker, LevelLag};
 use walship_core::proto;
-use walship_net::TlsFiles;
+use walship_net::TlsMode;
 use walship_source::{SourceFormat, Tailer, TailerConfig, Watcher};
 
 use crate::AgentError;
@@ -44,7 +44,8 @@ pub struct SenderOptions {
     pub source_id: String,
     pub sender_name: String,
     pub targets: Vec<Target>,
-    pub tls: TlsFiles,
+    /// Mutual TLS files, or `--insecure`.
+    pub tls: TlsMode,
     pub max_frame: u32,
     pub max_inflight: u64,
     /// Safety-net directory poll interval (inotify does the fast path).
@@ -57,19 +58,24 @@ pub struct SenderOptions {
     pub sync: walship_core::sync::SyncConfig,
     /// `--max-retained`: unshipped bytes beyond which segment waits (archive_command) are let go.
     pub max_retained: Option<u64>,
+    /// Test hook (`--debug-ack-log`): append `<receiver label> <flushed>` to
+    /// this file for every ack that advances a receiver's flushed position,
+    /// before the ack is acted on, so a test can check after a crash that
+    /// no acknowledged flush was lost. `None` in production.
+    pub debug_ack_log: Option<PathBuf>,
 }
 
 impl SenderOptions {
     /// Options with the defaults of `walship send` (async, 128 KiB frames,
     /// 64 MiB in flight, reconnects from 100 ms to 5 s).
-    pub fn new(wal_dir: PathBuf, source_id: impl Into<String>, targets: Vec<Target>, tls: TlsFiles) -> Self {
+    pub fn new(wal_dir: PathBuf, source_id: impl Into<String>, targets: Vec<Target>, tls: impl Into<TlsMode>) -> Self {
         SenderOptions {
             wal_dir,
             tailer: TailerConfig::default(),
             source_id: source_id.into(),
             sender_name: "walship".into(),
             targets,
-            tls,
+            tls: tls.into(),
             max_frame: crate::DEFAULT_MAX_FRAME,
             max_inflight: 64 << 20,
             poll_interval: Duration::from_millis(100),
@@ -82,6 +88,7 @@ impl SenderOptions {
                 timeout: Some(Duration::from_secs(10)),
             },
             max_retained: None,
+            debug_ack_log: None,
         }
     }
 }
@@ -545,7 +552,7 @@ impl Shared {
 
 async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(shared.opts.backoff_initial, shared.opts.backoff_max);
-    let endpoint = match walship_net::client_endpoint(target.addr, &shared.opts.tls) {
+    let endpoint = match walship_net::client_endpoint_for(target.addr, &shared.opts.tls) {
         Ok(e) => e,
         Err(e) => {
             error!(receiver = %target.label, "cannot create the client endpoint: {e}");
@@ -566,6 +573,9 @@ async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: 
         let streamed = match outcome {
             Ok(streamed) => streamed,
             Err((streamed, e)) => {
+                // A receiver whose disk is full accepts the handshake and
+                // fails at the first write: that is no progress.
+                let streamed = streamed && !e.is_receiver_storage();
                 let msg = e.to_string();
                 // Log each distinct failure once at warn; repeats at debug.
                 if last_logged.as_deref() != Some(msg.as_str()) {

@@ -45,6 +45,14 @@ impl Failure {
         matches!(self, Failure::ClosedBy { code, .. } if *code == close::BAD_FRAME)
     }
 
+    /// The receiver could not store what it was sent (disk full, I/O error):
+    /// reconnecting at once would fail the same way, so the backoff keeps
+    /// growing until a session stores something again.
+    pub(crate) fn is_receiver_storage(&self) -> bool {
+        matches!(self, Failure::Core(SessionError::Refused { code: walship_core::proto::ErrorCode::Storage, .. }))
+            || matches!(self, Failure::ClosedBy { code, .. } if *code == close::INTERNAL)
+    }
+
     pub(crate) fn is_fatal_for_data(&self) -> bool {
         matches!(self, Failure::Core(SessionError::Diverged { .. } | SessionError::SourceGone(_)) | Failure::Source(_))
     }

@@ -101,6 +101,7 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl Client {
@@ -108,7 +109,13 @@ impl Client {
     pub fn new(admin: &str) -> Self {
         let base = if admin.starts_with("http://") { admin.to_string() } else { format!("http://{admin}") };
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        Client { base: base.trim_end_matches('/').to_string(), agent }
+        Client { base: base.trim_end_matches('/').to_string(), agent, token: None }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with waits (the sender's `--wait-token-file`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// Blocks until the wait ends; the HTTP timeout is the wait's own plus a margin
@@ -121,6 +128,9 @@ impl Client {
         }
         let body = serde_json::to_string(&w)
             .map_err(|e| ClientError::BadAnswer { url: url.clone(), message: e.to_string() })?;
+        if let Some(t) = &self.token {
+            req = req.header("authorization", &format!("Bearer {t}"));
+        }
         let mut resp = req
             .header("content-type", "application/json")
             .send(body.as_bytes())

@@ -117,6 +117,54 @@ pub fn ephemeral(dir: &Path) -> Result<CertPaths, NetError> {
     init(dir, &[], true)
 }
 
+/// Signs a new client certificate with the CA in `dir` (`ca.pem`, `ca.key`
+/// from [`init`]): common name and DNS name `name`, written to
+/// `client-NAME.pem` / `client-NAME.key` in `dir`. One per sender host lets a
+/// receiver's allow-list (`--allow-client`) tell senders apart.
+pub fn issue_client(dir: &Path, name: &str, force: bool) -> Result<(PathBuf, PathBuf), NetError> {
+    let paths = CertPaths::in_dir(dir);
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let dns: rcgen::string::Ia5String = match name.try_into() {
+        Ok(d) if valid => d,
+        _ => {
+            return Err(NetError::BadClientName {
+                name: name.to_owned(),
+                why: "use letters, digits, '-', '_' and '.' only".into(),
+            });
+        }
+    };
+    let cert_path = dir.join(format!("client-{name}.pem"));
+    let key_path = dir.join(format!("client-{name}.key"));
+    if !force && let Some(p) = [&cert_path, &key_path].into_iter().find(|p| p.exists()) {
+        return Err(NetError::Exists { path: p.to_owned() });
+    }
+    let read =
+        |path: &Path| fs::read_to_string(path).map_err(|source| NetError::ReadFile { path: path.to_owned(), source });
+    let ca_key = KeyPair::from_pem(&read(&paths.ca_key)?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read(&paths.ca_cert)?, ca_key)?;
+    let now = OffsetDateTime::now_utc();
+    let mut params = client_params(now)?;
+    params.distinguished_name = dn(name);
+    params.subject_alt_names.push(SanType::DnsName(dns));
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    Ok((cert_path, key_path))
+}
+
+/// A throw-away self-signed certificate and key for `--insecure` receivers.
+pub(crate) fn self_signed()
+-> Result<(rustls_pki_types::CertificateDer<'static>, rustls_pki_types::PrivateKeyDer<'static>), NetError> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(vec!["walship-insecure".to_string()])?;
+    p.distinguished_name = dn("walship-insecure");
+    validity(&mut p, OffsetDateTime::now_utc(), LEAF_VALIDITY);
+    let cert = p.self_signed(&key)?;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    Ok((cert.der().clone(), der.into()))
+}
+
 fn ca_params(now: OffsetDateTime) -> Result<CertificateParams, NetError> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name = dn("walship CA");

@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::NetError;
-use crate::tls::{self, TlsFiles};
+use crate::tls::{self, TlsFiles, TlsMode};
 
 /// Requested SO_RCVBUF and SO_SNDBUF.
 pub const UDP_BUFFER: usize = 4 << 20;
@@ -21,6 +21,16 @@ pub const UDP_BUFFER: usize = 4 << 20;
 /// Must be called inside a tokio runtime.
 pub fn server_endpoint(addr: SocketAddr, files: &TlsFiles) -> Result<Endpoint, NetError> {
     server_endpoint_with(addr, tls::server_config(files)?, EndpointConfig::default())
+}
+
+/// A server endpoint for either [`TlsMode`], with the default transport.
+pub fn server_endpoint_for(addr: SocketAddr, mode: &TlsMode) -> Result<Endpoint, NetError> {
+    server_endpoint_with(addr, tls::server_config_for(mode, tls::transport_config())?, EndpointConfig::default())
+}
+
+/// A client endpoint for either [`TlsMode`], with the default transport.
+pub fn client_endpoint_for(peer: SocketAddr, mode: &TlsMode) -> Result<Endpoint, NetError> {
+    client_endpoint_with(peer, tls::client_config_for(mode, tls::transport_config())?, EndpointConfig::default())
 }
 
 /// [`server_endpoint`] with ready-made server and endpoint configurations.
@@ -88,6 +98,30 @@ pub fn peer_name(conn: &Connection) -> Option<String> {
         Some(cn) => Some(cn.to_owned()),
         None => Some(subject.to_string()),
     }
+}
+
+/// Every name the peer's certificate carries: its common name and its DNS
+/// subject alternative names (what `--allow-client` matches). Empty without
+/// a certificate.
+pub fn peer_names(conn: &Connection) -> Vec<String> {
+    let Some(certs) = conn.peer_identity().and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok()) else {
+        return Vec::new();
+    };
+    let Some(Ok((_, cert))) = certs.first().map(|c| x509_parser::parse_x509_certificate(c)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> =
+        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_owned)).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n
+                && !names.iter().any(|x| x == d)
+            {
+                names.push((*d).to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// An endpoint configuration that accepts UDP payloads up to

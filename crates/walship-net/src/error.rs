@@ -39,6 +39,9 @@ pub enum NetError {
     /// A certificate name is neither an IP address nor a valid DNS name.
     #[error("invalid certificate name {name:?}: {source}")]
     BadName { name: String, source: rcgen::Error },
+    /// A client certificate name that cannot be a file name and DNS name.
+    #[error("invalid client name {name:?}: {why}")]
+    BadClientName { name: String, why: String },
     /// Certificate generation failed.
     #[error("generating certificates: {0}")]
     CertGen(#[from] rcgen::Error),

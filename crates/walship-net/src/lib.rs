@@ -30,9 +30,11 @@ pub mod tls;
 pub use certs::CertPaths;
 pub use control::{ControlRecv, ControlSend};
 pub use data::{DataRecv, DataSend};
-pub use endpoint::{accept, client_endpoint, connect, peer_name, server_endpoint};
+pub use endpoint::{
+    accept, client_endpoint, client_endpoint_for, connect, peer_name, peer_names, server_endpoint, server_endpoint_for,
+};
 pub use error::NetError;
-pub use tls::{TlsFiles, client_config, server_config, transport_config};
+pub use tls::{TlsFiles, TlsMode, client_config, server_config, transport_config};
 
 /// Re-exported so users need no direct quinn dependency for the basics.
-pub use quinn::{Connection, Endpoint, VarInt};
+pub use quinn::{Connection, Endpoint, Incoming, VarInt};

@@ -30,6 +30,32 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// How one end authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Mutual TLS with certificates from one private CA: the default, and the
+    /// only mode that keeps strangers out of a mirror.
+    Mutual(TlsFiles),
+    /// `--insecure`: still TLS 1.3 (QUIC has no plaintext), but the receiver
+    /// presents a throw-away self-signed certificate and asks for none, and
+    /// the sender checks nothing. Encrypted against passive eavesdroppers,
+    /// open to anyone who can reach the port or sit in the middle.
+    Insecure,
+}
+
+impl From<TlsFiles> for TlsMode {
+    fn from(files: TlsFiles) -> Self {
+        TlsMode::Mutual(files)
+    }
+}
+
+impl TlsMode {
+    /// Whether this is `--insecure`.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, TlsMode::Insecure)
+    }
+}
+
 /// Per-stream receive window: with 64 MiB in flight a single stream is not
 /// flow-control bound even at several GB/s and a few ms of RTT.
 pub const STREAM_WINDOW: u32 = 64 << 20;
@@ -112,15 +138,103 @@ pub fn server_config_with(files: &TlsFiles, transport: TransportConfig) -> Resul
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| NetError::TlsConfig(format!("client verifier from {}: {e}", files.ca.display())))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::TlsConfig(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|source| NetError::BadCertKey { cert: files.cert.clone(), key: files.key.clone(), source })?;
+    finish_server(tls, transport)
+}
+
+/// Server side for a [`TlsMode`].
+pub fn server_config_for(mode: &TlsMode, transport: TransportConfig) -> Result<quinn::ServerConfig, NetError> {
+    match mode {
+        TlsMode::Mutual(files) => server_config_with(files, transport),
+        TlsMode::Insecure => {
+            let (cert, key) = crate::certs::self_signed()?;
+            let tls = rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| NetError::TlsConfig(e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .map_err(|e| NetError::TlsConfig(e.to_string()))?;
+            finish_server(tls, transport)
+        }
+    }
+}
+
+/// Client side for a [`TlsMode`].
+pub fn client_config_for(mode: &TlsMode, transport: TransportConfig) -> Result<quinn::ClientConfig, NetError> {
+    match mode {
+        TlsMode::Mutual(files) => client_config_with(files, transport),
+        TlsMode::Insecure => {
+            let provider = provider();
+            let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| NetError::TlsConfig(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+                .with_no_client_auth();
+            finish_client(tls, transport)
+        }
+    }
+}
+
+/// `--insecure` on the sender: any server certificate is accepted. The
+/// handshake signature is still checked (it proves the peer holds the key of
+/// the certificate it showed, whatever that is), so the session keys are
+/// real; only the peer's identity is unknown.
+#[derive(Debug)]
+struct AnyServer(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn finish_server(mut tls: rustls::ServerConfig, transport: TransportConfig) -> Result<quinn::ServerConfig, NetError> {
     tls.alpn_protocols = vec![walship_core::ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::TlsConfig(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+fn finish_client(mut tls: rustls::ClientConfig, transport: TransportConfig) -> Result<quinn::ClientConfig, NetError> {
+    tls.alpn_protocols = vec![walship_core::ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::TlsConfig(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -135,17 +249,13 @@ pub fn client_config_with(files: &TlsFiles, transport: TransportConfig) -> Resul
     let roots = load_roots(&files.ca)?;
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::TlsConfig(e.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|source| NetError::BadCertKey { cert: files.cert.clone(), key: files.key.clone(), source })?;
-    tls.alpn_protocols = vec![walship_core::ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::TlsConfig(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    finish_client(tls, transport)
 }
 
 /// Reads a file whole, naming it in the error.
