@@ -340,6 +340,7 @@ async fn stream(
         }
     });
     let _abort = AbortOnDrop(reader);
+    let mut ack_log = AckLog::open(shared, idx, core.positions().flushed)?;
     let mut end_rx = shared.end.subscribe();
     let mut files_sent = Vec::new();
     let mut frames = 0u64;
@@ -352,7 +353,7 @@ async fn stream(
         // Acks first: they open the window.
         let mut acked = false;
         while let Ok(m) = ack_rx.try_recv() {
-            handle_ack(&mut core, m, conn)?;
+            handle_ack(&mut core, m, conn, &mut ack_log)?;
             acked = true;
         }
         if acked {
@@ -381,7 +382,7 @@ async fn stream(
                 tokio::select! {
                     m = ack_rx.recv() => match m {
                         Some(m) => {
-                            handle_ack(&mut core, m, conn)?;
+                            handle_ack(&mut core, m, conn, &mut ack_log)?;
                             publish(shared, idx, &core, 0, 0);
                             shared.release();
                         }
@@ -403,10 +404,14 @@ fn handle_ack(
     core: &mut SenderSession,
     m: Result<Option<Msg>, NetError>,
     conn: &walship_net::Connection,
+    ack_log: &mut Option<AckLog>,
 ) -> Result<(), Failure> {
     match m {
         Ok(Some(m)) => {
             core.handle_control(m, Instant::now())?;
+            if let Some(log) = ack_log {
+                log.record(core.positions().flushed)?;
+            }
             Ok(())
         }
         Ok(None) => Err(closed_reason(conn)),
@@ -445,6 +450,38 @@ fn closed_reason(conn: &walship_net::Connection) -> Failure {
             None => Failure::Closed(format!("connection lost: {e}")),
         },
         None => Failure::Closed("receiver closed the control stream".into()),
+    }
+}
+
+/// `--debug-ack-log`, a test hook: one line `<receiver label> <flushed>`
+/// per ack that advanced the flushed position, appended (one `write_all` of
+/// the whole line) before the ack is published or acted on.
+struct AckLog {
+    file: std::fs::File,
+    label: String,
+    last: walship_core::Position,
+}
+
+impl AckLog {
+    fn open(shared: &Shared, idx: usize, flushed: walship_core::Position) -> Result<Option<AckLog>, Failure> {
+        let Some(path) = &shared.opts.debug_ack_log else { return Ok(None) };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Failure::Closed(format!("opening the ack log {}: {e}", path.display())))?;
+        let label = shared.opts.targets.get(idx).map(|t| t.label.clone()).unwrap_or_default();
+        Ok(Some(AckLog { file, label, last: flushed }))
+    }
+
+    fn record(&mut self, flushed: walship_core::Position) -> Result<(), Failure> {
+        if flushed <= self.last {
+            return Ok(());
+        }
+        self.last = flushed;
+        let line = format!("{} {}\n", self.label, flushed.get());
+        std::io::Write::write_all(&mut self.file, line.as_bytes())
+            .map_err(|e| Failure::Closed(format!("writing the ack log: {e}")))
     }
 }
 

@@ -29,13 +29,11 @@
 //! epoch, the durable position, and a bounded segment table: the current
 //! (incomplete) segment, if any, last, after at most [`MAX_COMPLETE_RECORDS`]
 //! complete ones.
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsio::{failpoint, rename, sync_data, sync_dir};
+use crate::fsio::{create, failpoint, pwrite_all, rename, sync_data, sync_dir};
 use crate::{Identity, StoreError};
 
 /// File name of the control file inside the mirror directory.
@@ -172,14 +170,9 @@ pub fn load(dir: &Path) -> Result<Option<ControlState>, StoreError> {
 pub fn store(dir: &Path, state: &ControlState) -> Result<(), StoreError> {
     let bytes = state.encode()?;
     let tmp = dir.join(CONTROL_TMP);
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(StoreError::io("create", &tmp))?;
+    let f = create(&tmp, false, true)?;
     failpoint("write control").map_err(StoreError::io("write", &tmp))?;
-    f.write_all(&bytes).map_err(StoreError::io("write", &tmp))?;
+    pwrite_all(&f, &tmp, &bytes, 0)?;
     sync_data(&f, &tmp)?;
     drop(f);
     rename(&tmp, &control_path(dir))?;

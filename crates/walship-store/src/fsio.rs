@@ -1,13 +1,57 @@
 //! Small file-system helpers shared by the mirror, recovery and verify:
 //! directory fsync, chunked positional reads, zeroing a range, and the
 //! test-only failpoints that let unit tests inject ENOSPC/EIO into any named
-//! operation.
-use std::fs::File;
+//! operation. Every write-side call (and reads in chunks) passes through the
+//! power-cut layer when it is compiled in (see `powercut`); without the
+//! feature, its hooks are empty and compile away.
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::StoreError;
+#[cfg(any(test, feature = "powercut"))]
+use crate::powercut as pc;
+
+/// The power-cut hooks when the layer is not compiled in: `enter` never
+/// hands out a gate, so the others are unreachable.
+#[cfg(not(any(test, feature = "powercut")))]
+mod pc {
+    use std::fs::File;
+    use std::io;
+    use std::path::Path;
+
+    pub(crate) enum Gate {}
+
+    #[inline(always)]
+    pub(crate) fn enter(_: &Path) -> io::Result<Option<Gate>> {
+        Ok(None)
+    }
+    pub(crate) fn before_write(g: &Gate, _: &File, _: &Path, _: u64, _: u64) -> io::Result<()> {
+        match *g {}
+    }
+    pub(crate) fn before_set_len(g: &Gate, _: &File, _: &Path, _: u64) -> io::Result<()> {
+        match *g {}
+    }
+    pub(crate) fn before_create(g: &Gate, _: &Path, _: bool) -> io::Result<()> {
+        match *g {}
+    }
+    pub(crate) fn before_rename(g: &Gate, _: &Path, _: &Path) -> io::Result<()> {
+        match *g {}
+    }
+    pub(crate) fn before_remove(g: &Gate, _: &Path) -> io::Result<()> {
+        match *g {}
+    }
+    pub(crate) fn mark(g: &Gate) -> u64 {
+        match *g {}
+    }
+    pub(crate) fn synced_file(g: &Gate, _: &File, _: u64) -> io::Result<()> {
+        match *g {}
+    }
+    pub(crate) fn synced_dir(g: &Gate, _: &Path, _: u64) {
+        match *g {}
+    }
+}
 
 /// Chunk size for reading files (checksums, recovery scans, verify).
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -29,13 +73,62 @@ pub(crate) fn failpoint(op: &'static str) -> io::Result<()> {
 /// fsyncs a directory so that creations, renames and removals in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     failpoint("fsync dir").map_err(StoreError::io("fsync dir", dir))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync dir", dir))
+    let gate = pc::enter(dir).map_err(StoreError::io("fsync dir", dir))?;
+    let mark = gate.as_ref().map(pc::mark);
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync dir", dir))?;
+    if let (Some(g), Some(mark)) = (&gate, mark) {
+        pc::synced_dir(g, dir, mark);
+    }
+    Ok(())
 }
 
 /// fdatasyncs a file.
 pub(crate) fn sync_data(file: &File, path: &Path) -> Result<(), StoreError> {
     failpoint("fdatasync").map_err(StoreError::io("fdatasync", path))?;
-    file.sync_data().map_err(StoreError::io("fdatasync", path))
+    let gate = pc::enter(path).map_err(StoreError::io("fdatasync", path))?;
+    let mark = gate.as_ref().map(pc::mark);
+    file.sync_data().map_err(StoreError::io("fdatasync", path))?;
+    if let (Some(g), Some(mark)) = (&gate, mark) {
+        pc::synced_file(g, file, mark).map_err(StoreError::io("fdatasync", path))?;
+    }
+    Ok(())
+}
+
+/// fsyncs a file (data and metadata).
+pub(crate) fn sync_all(file: &File, path: &Path) -> Result<(), StoreError> {
+    failpoint("fsync").map_err(StoreError::io("fsync", path))?;
+    let gate = pc::enter(path).map_err(StoreError::io("fsync", path))?;
+    let mark = gate.as_ref().map(pc::mark);
+    file.sync_all().map_err(StoreError::io("fsync", path))?;
+    if let (Some(g), Some(mark)) = (&gate, mark) {
+        pc::synced_file(g, file, mark).map_err(StoreError::io("fsync", path))?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing (and reading, with `read`), creating it if
+/// missing and emptying it with `truncate`.
+pub(crate) fn create(path: &Path, read: bool, truncate: bool) -> Result<File, StoreError> {
+    let gate = pc::enter(path).map_err(StoreError::io("create", path))?;
+    if let Some(g) = &gate {
+        pc::before_create(g, path, truncate).map_err(StoreError::io("create", path))?;
+    }
+    OpenOptions::new()
+        .read(read)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(path)
+        .map_err(StoreError::io("create", path))
+}
+
+/// Removes `path` (the raw result, so callers can tell NotFound apart).
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    let gate = pc::enter(path)?;
+    if let Some(g) = &gate {
+        pc::before_remove(g, path)?;
+    }
+    std::fs::remove_file(path)
 }
 
 /// Reads `[from, from + len)` of `file` in chunks, handing each chunk to `f`.
@@ -53,6 +146,7 @@ pub(crate) fn for_each_chunk(
         let n = usize::try_from((len - off).min(buf.len() as u64)).unwrap_or(buf.len());
         let chunk = &mut buf[..n];
         failpoint("read").map_err(StoreError::io("read", path))?;
+        pc::enter(path).map_err(StoreError::io("read", path))?;
         file.read_exact_at(chunk, from + off).map_err(StoreError::io("read", path))?;
         f(from + off, chunk);
         off += n as u64;
@@ -93,12 +187,20 @@ pub(crate) fn zero_range(file: &File, path: &Path, from: u64, to: u64) -> Result
 /// Sets a file's length.
 pub(crate) fn set_len(file: &File, path: &Path, len: u64) -> Result<(), StoreError> {
     failpoint("set_len").map_err(StoreError::io("set_len", path))?;
+    let gate = pc::enter(path).map_err(StoreError::io("set_len", path))?;
+    if let Some(g) = &gate {
+        pc::before_set_len(g, file, path, len).map_err(StoreError::io("set_len", path))?;
+    }
     file.set_len(len).map_err(StoreError::io("set_len", path))
 }
 
 /// Renames `from` to `to` (same directory).
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
     failpoint("rename").map_err(StoreError::io("rename", from))?;
+    let gate = pc::enter(from).map_err(StoreError::io("rename", from))?;
+    if let Some(g) = &gate {
+        pc::before_rename(g, from, to).map_err(StoreError::io("rename", from))?;
+    }
     std::fs::rename(from, to).map_err(StoreError::io("rename", from))
 }
 
@@ -111,6 +213,10 @@ pub(crate) fn pwrite_all(file: &File, path: &Path, data: &[u8], off: u64) -> Res
         let _ = file.write_all_at(&data[..data.len() / 2], off);
     }
     failpoint("pwrite").map_err(StoreError::io("pwrite", path))?;
+    let gate = pc::enter(path).map_err(StoreError::io("pwrite", path))?;
+    if let Some(g) = &gate {
+        pc::before_write(g, file, path, off, data.len() as u64).map_err(StoreError::io("pwrite", path))?;
+    }
     file.write_all_at(data, off).map_err(StoreError::io("pwrite", path))
 }
 

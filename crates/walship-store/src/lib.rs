@@ -24,6 +24,8 @@ mod error;
 mod fsio;
 mod mirror;
 pub mod posfile;
+#[cfg(any(test, feature = "powercut"))]
+pub mod powercut;
 mod recovery;
 mod types;
 pub mod verify;

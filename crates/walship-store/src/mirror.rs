@@ -27,13 +27,15 @@
 //! mirror: every call fails with [`StoreError::Poisoned`] until it is reopened,
 //! and recovery sorts the directory out.
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use walship_core::{Position, SegmentName};
 
 use crate::control::{self, ControlState, MAX_COMPLETE_RECORDS, SegmentRecord};
-use crate::fsio::{crc_range, failpoint, pwrite_all, rename, set_len, sync_data, sync_dir, zero_range};
+use crate::fsio::{
+    crc_range, create, failpoint, pwrite_all, rename, set_len, sync_all, sync_data, sync_dir, zero_range,
+};
 use crate::{Identity, ResumePoint, ResumeSegment, StoreError};
 
 /// A segment in memory: the control file's record, parsed.
@@ -251,13 +253,7 @@ impl Mirror {
         };
         let path = self.dir.join(name.partial_name());
         failpoint("create").map_err(StoreError::io("create", &path))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(StoreError::io("create", &path))?;
+        let file = create(&path, true, true)?;
         if size > 0 {
             set_len(&file, &path, size)?;
         }
@@ -268,8 +264,7 @@ impl Mirror {
             std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).map_err(StoreError::io("read", prev))?;
             pwrite_all(&file, &path, &head, 0)?;
         }
-        failpoint("fsync").map_err(StoreError::io("fsync", &path))?;
-        file.sync_all().map_err(StoreError::io("fsync", &path))?;
+        sync_all(&file, &path)?;
         sync_dir(&self.dir)?;
         let first = self.segments.is_empty();
         self.segments.push(Seg { name: name.clone(), start, end: None, crc32: None });
@@ -407,12 +402,7 @@ impl Mirror {
             Err(e) => return Err(StoreError::io("read", &path)(e)),
         }
         let tmp = self.dir.join(format!(".{}.tmp", name.as_str()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(StoreError::io("create", &tmp))?;
+        let file = create(&tmp, false, true)?;
         pwrite_all(&file, &tmp, contents, 0)?;
         sync_data(&file, &tmp)?;
         rename(&tmp, &path)?;

@@ -17,12 +17,12 @@
 //! the other still holds the previous position. Recovery uses the valid
 //! slot with the highest `seq`, and only when it names the segment that the
 //! control file says is current and says more than the control file does.
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::StoreError;
-use crate::fsio::{failpoint, pwrite_all, sync_data, sync_dir};
+use crate::fsio::{create, failpoint, pwrite_all, set_len, sync_data, sync_dir};
 
 /// The file name.
 pub const POS_FILE: &str = "walship.pos";
@@ -83,16 +83,10 @@ impl PosFile {
     /// Opens `dir/walship.pos`, creating it (two empty slots, synced) if missing.
     pub fn open(dir: &Path) -> Result<PosFile, StoreError> {
         let path = dir.join(POS_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))?;
+        let file = create(&path, true, false)?;
         let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
         if len < 2 * SLOT {
-            file.set_len(2 * SLOT).map_err(StoreError::io("resize", &path))?;
+            set_len(&file, &path, 2 * SLOT)?;
             sync_data(&file, &path)?;
             sync_dir(dir)?;
         }
@@ -125,6 +119,7 @@ impl PosFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     #[test]
     fn newest_valid_slot_wins_and_a_torn_slot_falls_back() {

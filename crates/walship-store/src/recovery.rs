@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use walship_core::{Position, SegmentName};
 
 use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, control_path};
-use crate::fsio::{crc_range, end_of_nonzero, failpoint, rename, set_len, sync_data, sync_dir, zero_range};
+use crate::fsio::{
+    crc_range, end_of_nonzero, failpoint, remove_file, rename, set_len, sync_data, sync_dir, zero_range,
+};
 use crate::mirror::{Current, Seg};
 use crate::posfile::{POS_FILE, PosFile};
 use crate::{Mirror, StoreError};
@@ -60,7 +62,7 @@ impl Mirror {
         let mut dir_changed = false;
 
         let tmp = dir.join(CONTROL_TMP);
-        match fs::remove_file(&tmp) {
+        match remove_file(&tmp) {
             Ok(()) => {
                 report.actions.push(format!("removed leftover {CONTROL_TMP}"));
                 dir_changed = true;
@@ -112,7 +114,7 @@ impl Mirror {
             }
             let len = entry.metadata().map(|m| m.len()).map_err(StoreError::io("stat", &path))?;
             failpoint("remove").map_err(StoreError::io("remove", &path))?;
-            fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+            remove_file(&path).map_err(StoreError::io("remove", &path))?;
             report.discarded_bytes += len;
             report.actions.push(format!("removed {} ({len} bytes): not in the control file", path.display()));
             dir_changed = true;
