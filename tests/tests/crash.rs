@@ -52,6 +52,11 @@ fn receiver_killed_mid_stream_resumes_at_its_durable_position() {
     assert_eq!(pos(&accepted, "resume_pos"), recovered, "the new session resumes at the recovered durable position");
     let streaming = sender.wait_log_n("streaming", 2, T);
     assert_eq!(pos(&streaming, "resume_pos"), recovered, "the sender resumes where the mirror is durable");
+    // The restarted process reset the dead session's connection (its
+    // stateless-reset key is derived from the TLS key, so the token
+    // matches) instead of leaving the sender to the 10 s idle timeout.
+    let ended = sender.wait_log("session ended", T);
+    assert!(ended.contains("reset by peer"), "the old connection ends by a stateless reset: {ended}");
 
     let total = w.join();
     wait_durable(&env.mirror, total, T);
