@@ -117,8 +117,7 @@ fn random_kills_of_either_side_never_lose_an_acknowledged_flush() {
         println!("kill {k}: {} acked {acked} durable {durable}", if kill_receiver { "receiver" } else { "sender" });
         previous = Some((k, acked, before));
     }
-    // The stream resumes after the last kill too (after a receiver kill the
-    // sender first waits out the dead connection's idle timeout).
+    // The stream resumes after the last kill too.
     if let Some(p) = previous {
         let resume = pos(&receiver.wait_log_n("session accepted", p.2 + 1, T), "resume_pos");
         assert!(resume >= p.1, "last kill: the session resumed at {resume}, below the acked {}", p.1);
