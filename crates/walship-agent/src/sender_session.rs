@@ -329,12 +329,14 @@ async fn stream(
     shutdown: &CancellationToken,
 ) -> Result<(), Failure> {
     let mut data = walship_net::data::open(conn).await?;
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    // Bounded: a receiver that floods acks fills this and then QUIC flow
+    // control, never the sender's memory.
+    let (ack_tx, mut ack_rx) = mpsc::channel(ACK_QUEUE);
     let reader = tokio::spawn(async move {
         loop {
             let m = ctl_rx.recv().await;
             let end = !matches!(m, Ok(Some(_)));
-            if ack_tx.send(m).is_err() || end {
+            if ack_tx.send(m).await.is_err() || end {
                 return;
             }
         }
@@ -484,6 +486,9 @@ impl AckLog {
             .map_err(|e| Failure::Closed(format!("writing the ack log: {e}")))
     }
 }
+
+/// Control messages from the receiver queued for the streaming loop.
+const ACK_QUEUE: usize = 1024;
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
