@@ -175,6 +175,9 @@ pub enum StreamError {
     /// A data frame longer than the negotiated maximum.
     #[error("data frame at position {pos} is {len} bytes, more than the {max} the sender announced")]
     Oversized { pos: Position, len: usize, max: u32 },
+    /// A data frame whose end would lie past the largest position (2^64 - 1).
+    #[error("data frame at position {pos} with {len} bytes runs past the largest position")]
+    PastEnd { pos: Position, len: usize },
     /// The shell reported positions that make no sense.
     #[error("store reported {what} position {pos}, beyond {limit}")]
     BadReport { what: &'static str, pos: Position, limit: Position },
@@ -300,7 +303,12 @@ impl ReceiverSession {
                 if payload.is_empty() {
                     return Ok(None);
                 }
-                self.next = pos.add(payload.len() as u64);
+                // Positions saturate; a frame that would wrap must not be
+                // written over bytes already acknowledged (found by fuzzing).
+                let Some(end) = pos.get().checked_add(payload.len() as u64) else {
+                    return Err(StreamError::PastEnd { pos, len: payload.len() });
+                };
+                self.next = Position(end);
                 Ok(Some(StoreOp::Write { pos, data: payload }))
             }
             Frame::File { name, contents, .. } => Ok(Some(StoreOp::WriteFile { name, contents })),

@@ -347,6 +347,12 @@ fn receiver_refuses_frames_that_do_not_fit_the_stream() {
     r.handle_frame(Frame::SegmentEnd { pos: Position(10), timestamp_us: 0 }, now).expect("end");
     assert!(matches!(r.handle_frame(start(10, "a"), now), Err(receiver::StreamError::OutOfOrder { .. })));
     assert!(matches!(r.handle_frame(start(11, "z"), now), Err(receiver::StreamError::Gap { .. })));
+
+    // A stream that reaches the largest position cannot wrap past it.
+    let mut r = ReceiverSession::new(ReceiverConfig { max_frame: 100, ack_bytes: 1, separate_apply: false }, 1, &empty);
+    r.handle_frame(start(u64::MAX - 4, "top"), now).expect("segment near the top");
+    r.handle_frame(data(u64::MAX - 4, 3), now).expect("fits");
+    assert!(matches!(r.handle_frame(data(u64::MAX - 1, 2), now), Err(receiver::StreamError::PastEnd { .. })));
 }
 
 #[test]

@@ -143,6 +143,14 @@ pub enum StoreError {
         /// Where the refused write was.
         got: Position,
     },
+    /// A write whose end would lie past the largest position (2^64 - 1).
+    #[error("{len} bytes at position {pos} run past the largest position")]
+    PastEnd {
+        /// Position of the refused write.
+        pos: Position,
+        /// Its length.
+        len: u64,
+    },
     /// Bytes arrived that would run past the end of a fixed-size segment.
     #[error("{len} bytes at position {pos} do not fit segment {name}, which ends at position {end}")]
     DoesNotFit {

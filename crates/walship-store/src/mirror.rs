@@ -297,6 +297,9 @@ impl Mirror {
             return Err(StoreError::OutOfOrder { expected: self.written, got: pos });
         }
         let len = data.len() as u64;
+        if pos.get().checked_add(len).is_none() {
+            return Err(StoreError::PastEnd { pos, len });
+        }
         let size = self.identity.as_ref().map_or(0, |i| i.segment_size);
         let base = seg.base(size);
         if size > 0 && pos.since(base).saturating_add(len) > size {

@@ -218,3 +218,20 @@ fn side_files_are_written_once_and_never_replaced() {
     let m = open(tmp.path());
     assert_eq!(m.durable_pos(), Position(3));
 }
+
+#[test]
+fn a_write_past_the_largest_position_is_refused_and_overwrites_nothing() {
+    // Found by the receiver_session fuzz target: positions saturate, so a
+    // write that would wrap used to land on bytes already acknowledged.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = open(tmp.path());
+    m.bind(&raw()).unwrap();
+    let top = Position(u64::MAX - 4);
+    m.start_segment(&name("top"), top).unwrap();
+    m.write(top, b"AAA").unwrap();
+    m.flush().unwrap();
+    let err = m.write(top.add(3), b"BB").unwrap_err();
+    assert!(matches!(err, StoreError::PastEnd { .. }), "{err}");
+    assert_eq!(m.written_pos(), top.add(3));
+    assert_eq!(std::fs::read(tmp.path().join("top.partial")).unwrap(), b"AAA");
+}
