@@ -6,6 +6,7 @@
 //! line, the control file's durable position), polled with a deadline;
 //! nothing sleeps a fixed time and hopes.
 pub mod browser;
+pub mod chaos;
 pub mod http;
 pub mod pg;
 pub mod proc;
