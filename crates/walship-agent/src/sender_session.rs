@@ -167,11 +167,16 @@ async fn session(
         r.levels[APPLY].reset(p.applied);
     });
     shared.sync_update(Instant::now());
-    stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown).await.map(|()| true).map_err(|e| {
-        match (&e, conn.close_reason()) {
-            (Failure::Net(_), Some(_)) => (true, closed_reason(conn)),
-            _ => (true, e),
+    let streamed = tokio::select! {
+        r = stream(shared, idx, conn, core, ctl_tx, ctl_rx, shutdown) => r,
+        why = stall_watchdog(shared, idx) => {
+            warn!(receiver = %target_label(shared, idx), "{why}");
+            Err(Failure::Closed(why))
         }
+    };
+    streamed.map(|()| true).map_err(|e| match (&e, conn.close_reason()) {
+        (Failure::Net(_), Some(_)) => (true, closed_reason(conn)),
+        _ => (true, e),
     })
 }
 
@@ -485,6 +490,43 @@ impl AckLog {
         std::io::Write::write_all(&mut self.file, line.as_bytes())
             .map_err(|e| Failure::Closed(format!("writing the ack log: {e}")))
     }
+}
+
+/// A session whose receiver acknowledged nothing for this long while bytes
+/// were in flight is given up and reconnected. QUIC's probe timer doubles
+/// with every probe lost and resets only on an acknowledgement, so after a
+/// burst of short partitions a live connection can sit silent for many
+/// seconds before its idle timeout (10 s); a new connection starts with a
+/// fresh timer. Well above any healthy round trip or write delay.
+const STALL_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Resolves (with the reason) once the session looks stalled: bytes in
+/// flight and the written position unchanged for [`STALL_TIMEOUT`].
+async fn stall_watchdog(shared: &Shared, idx: usize) -> String {
+    let mut tick = tokio::time::interval(STALL_TIMEOUT / 8);
+    let mut last: Option<(walship_core::Position, Instant)> = None;
+    loop {
+        tick.tick().await;
+        let Some((sent, written)) = lock(&shared.receivers).get(idx).map(|r| (r.sent, r.written)) else {
+            continue;
+        };
+        let now = Instant::now();
+        match last {
+            Some((w, since)) if w == written && sent > written => {
+                if now.duration_since(since) >= STALL_TIMEOUT {
+                    return format!(
+                        "no acknowledgement for {STALL_TIMEOUT:?} with {} bytes in flight; reconnecting",
+                        sent.since(written)
+                    );
+                }
+            }
+            _ => last = Some((written, now)),
+        }
+    }
+}
+
+fn target_label(shared: &Shared, idx: usize) -> String {
+    shared.opts.targets.get(idx).map(|t| t.label.clone()).unwrap_or_default()
 }
 
 /// Control messages from the receiver queued for the streaming loop.
