@@ -394,10 +394,12 @@ fn many_short_partitions_lose_nothing() {
     assert!(r.stats.up.blackholed > 0 && r.stats.down.blackholed > 0, "{}", r.stats);
     // Short partitions usually leave the connection up, but QUIC's probe
     // timeout doubles with every unanswered probe and does not reset until
-    // an ack arrives, so a run of partitions can stall the connection for
-    // seconds and now and then past the 10 s idle timeout: a reconnect is
-    // allowed (and reported); losing or duplicating data is not.
-    assert_eq!(r.sessions, r.seen.reconnects + 1, "each reconnect is one new session: {r:?}");
+    // an ack arrives, so a run of partitions can stall the connection; the
+    // sender's stall watchdog then reconnects (and a connection attempt that
+    // lands in a partition may time out and be retried). Reconnects are
+    // allowed (and reported); losing or duplicating data is not, and every
+    // session must have come from a reconnect.
+    assert!(r.sessions >= 1 && r.sessions <= r.seen.reconnects + 1, "sessions without a reconnect: {r:?}");
 }
 
 #[test]

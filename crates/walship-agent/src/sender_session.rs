@@ -89,7 +89,12 @@ pub(crate) async fn run(
 ) -> Result<bool, (bool, Failure)> {
     let addr = resolve(target).await.map_err(|e| (false, e))?;
     let conn = tokio::select! {
-        c = walship_net::connect(endpoint, addr, &target.server_name) => c.map_err(|e| (false, e.into()))?,
+        c = tokio::time::timeout(CONNECT_TIMEOUT, walship_net::connect(endpoint, addr, &target.server_name)) => match c {
+            Ok(c) => c.map_err(|e| (false, e.into()))?,
+            Err(_) => {
+                return Err((false, Failure::Closed(format!("no QUIC handshake with {addr} within {CONNECT_TIMEOUT:?}"))));
+            }
+        },
         _ = shutdown.cancelled() => return Ok(false),
     };
     shared.update(idx, |r| r.state = ConnState::Handshaking);
@@ -491,6 +496,12 @@ impl AckLog {
             .map_err(|e| Failure::Closed(format!("writing the ack log: {e}")))
     }
 }
+
+/// A connection attempt gives up after this long and the next one (after
+/// the backoff) starts with fresh timers: a handshake whose first packets
+/// were lost (a partition) would otherwise retry at ever longer intervals
+/// until the 10 s idle timeout, long after the network came back.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A session whose receiver acknowledged nothing for this long while bytes
 /// were in flight is given up and reconnected. QUIC's probe timer doubles
