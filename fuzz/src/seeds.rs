@@ -221,5 +221,14 @@ pub fn sessions() -> Vec<Seed> {
                 .0,
         ),
         ("receiver_session", "raw-frames", raw.0),
+        // Regression (fixed in 324f3e2): data past position u64::MAX was
+        // accepted with saturated positions. The minimal input, then the edge:
+        // 9 bytes ending exactly at u64::MAX, one more refused.
+        ("receiver_session", "regression-past-max", Script::new(0, 0, 0).start_abs(u64::MAX, 1).data(2).0),
+        (
+            "receiver_session",
+            "regression-past-max-edge",
+            Script::new(0, 0, 0).start_abs(u64::MAX - 9, 1).data(9).data(1).step(3).deliver(3).poll().0,
+        ),
     ]
 }

@@ -54,13 +54,6 @@ fn tracing() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("WALSHIP_FUZZ_TRACE").is_some_and(|v| v != "0"))
 }
 
-/// `WALSHIP_FUZZ_ALLOW_POS_OVERFLOW=1`: do not fail when the session accepts
-/// data past position `u64::MAX` (a known finding; lets a long run look past it).
-fn allow_pos_overflow() -> bool {
-    static ALLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOW.get_or_init(|| std::env::var_os("WALSHIP_FUZZ_ALLOW_POS_OVERFLOW").is_some_and(|v| v != "0"))
-}
-
 macro_rules! trace {
     ($($t:tt)*) => {
         if tracing() {
@@ -323,9 +316,7 @@ impl Run {
         trace!("  frame {f:?} -> {res:?}");
         match res {
             Ok(op) => {
-                if let (Frame::Data { pos, payload, .. }, Some(StoreOp::Write { .. })) = (&f, &op)
-                    && !allow_pos_overflow()
-                {
+                if let (Frame::Data { pos, payload, .. }, Some(StoreOp::Write { .. })) = (&f, &op) {
                     // Positions are u64: bytes past the last one have no position
                     // (the store would write them over earlier ones).
                     assert!(
