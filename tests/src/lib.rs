@@ -183,3 +183,16 @@ pub fn field(line: &str, key: &str) -> Option<String> {
     let i = line.find(&pat)? + pat.len();
     Some(line[i..].split_whitespace().next()?.trim_matches('"').to_string())
 }
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+pub fn eventually<V>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<V>) -> V {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,7 +1,7 @@
 //! The admin endpoint of real processes: every documented endpoint, the
 //! metrics an operator alerts on, `walship status`, and lag that reports a
 //! dead receiver instead of going stale.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walship_tests::writer::WriterConfig;
 use walship_tests::{Env, Writer, field, http, wait_durable};
@@ -9,15 +9,8 @@ use walship_tests::{Env, Writer, field, http, wait_durable};
 const T: Duration = Duration::from_secs(30);
 
 /// Polls `f` until it returns `Some`, or panics after `T`.
-fn eventually<V>(what: &str, mut f: impl FnMut() -> Option<V>) -> V {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn eventually<V>(what: &str, f: impl FnMut() -> Option<V>) -> V {
+    walship_tests::eventually(what, T, f)
 }
 
 #[test]

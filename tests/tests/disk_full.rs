@@ -57,15 +57,8 @@ impl Drop for SmallFs {
     }
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for<V>(what: &str, f: impl FnMut() -> Option<V>) -> V {
+    walship_tests::eventually(what, T, f)
 }
 
 fn counter(admin: &str, name: &str) -> f64 {
