@@ -14,6 +14,7 @@
 //! | b | bare quinn, one uni stream, same endpoints/TLS/transport, discard | |
 //! | c | walship, mirror on disk (real fsync) | ≥ 0.8 × d |
 //! | d | plain write + fdatasync loop on that disk, the receiver's flush policy | |
+//! | e | one TCP connection with TLS 1.3 (tokio-rustls, same certificates), discard | |
 //!
 //! It prints a table and writes `target/bench-report/ship.json`.
 mod bare;
@@ -24,6 +25,7 @@ mod report;
 mod rss;
 mod semisync;
 mod ship;
+mod tcp_tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,7 +84,7 @@ struct ShipArgs {
     #[arg(long, default_value = "64MiB", value_parser = walship::cli::parse_size)]
     inflight: u64,
     /// Cases to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
     only: Vec<Case>,
     /// Compare each mirror with the source afterwards (not timed).
     #[arg(long)]
@@ -106,6 +108,7 @@ enum Case {
     B,
     C,
     D,
+    E,
 }
 
 fn workspace_root() -> PathBuf {
@@ -211,8 +214,9 @@ async fn ship(a: ShipArgs) -> Result<()> {
         verify: a.verify,
     };
 
-    let mut rs: [Vec<f64>; 4] = Default::default();
+    let mut rs: [Vec<f64>; 5] = Default::default();
     let (mut all_a, mut all_b, mut all_c, mut all_d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut all_e = Vec::new();
     for round in 1..=a.rounds.max(1) {
         println!("round {round}");
         if run(Case::A) {
@@ -246,12 +250,21 @@ async fn ship(a: ShipArgs) -> Result<()> {
             rs[3].push(r.mb_per_s);
             all_d.push(r);
         }
+        if run(Case::E) {
+            let r = tcp_tls::run(&source, &certs, a.bytes, max_frame as usize, timeout)
+                .await
+                .context("case e (TCP + TLS)")?;
+            report.case_done("e", &r);
+            rs[4].push(r.mb_per_s);
+            all_e.push(r);
+        }
     }
     report.rounds_mb_per_s = rs;
     report.a = median_by_rate(all_a, |r| r.mb_per_s);
     report.b = median_by_rate(all_b, |r| r.mb_per_s);
     report.c = median_by_rate(all_c, |r| r.mb_per_s);
     report.d = median_by_rate(all_d, |r| r.mb_per_s);
+    report.e = median_by_rate(all_e, |r| r.mb_per_s);
     if on_disk {
         // The cases removed their contents; this removes the per-run directory.
         let _ = std::fs::remove_dir(&disk_dir);

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::bare::BareResult;
 use crate::disk::DiskResult;
 use crate::ship::ShipResult;
+use crate::tcp_tls::TcpTlsResult;
 
 /// The project's bar: a ≥ 0.8 × b and c ≥ 0.8 × d.
 pub const BAR: f64 = 0.8;
@@ -28,9 +29,13 @@ pub struct Report {
     pub c: Option<ShipResult>,
     /// d: plain write + fdatasync loop on that disk.
     pub d: Option<DiskResult>,
-    /// Every round's MB/s for a, b, c, d (the cases above are the medians).
-    pub rounds_mb_per_s: [Vec<f64>; 4],
+    /// e: TCP + TLS 1.3 (tokio-rustls), one connection, discard.
+    pub e: Option<TcpTlsResult>,
+    /// Every round's MB/s for a, b, c, d, e (the cases above are the medians).
+    pub rounds_mb_per_s: [Vec<f64>; 5],
     pub ratio_a_b: Option<f64>,
+    /// walship against the conventional transport.
+    pub ratio_a_e: Option<f64>,
     pub ratio_c_d: Option<f64>,
     /// c against the slower of its two limits, the transport (b) and the
     /// disk (d): on a machine whose disk outruns loopback QUIC, c/d cannot
@@ -55,6 +60,15 @@ impl Rate for ShipResult {
 }
 
 impl Rate for BareResult {
+    fn mb_per_s(&self) -> f64 {
+        self.mb_per_s
+    }
+    fn secs(&self) -> f64 {
+        self.secs
+    }
+}
+
+impl Rate for TcpTlsResult {
     fn mb_per_s(&self) -> f64 {
         self.mb_per_s
     }
@@ -89,8 +103,10 @@ impl Report {
             b: None,
             c: None,
             d: None,
+            e: None,
             rounds_mb_per_s: Default::default(),
             ratio_a_b: None,
+            ratio_a_e: None,
             ratio_c_d: None,
             ratio_c_min_bd: None,
             bar: BAR,
@@ -104,6 +120,7 @@ impl Report {
 
     fn ratios(&mut self) {
         self.ratio_a_b = self.a.as_ref().zip(self.b.as_ref()).map(|(a, b)| a.mb_per_s / b.mb_per_s);
+        self.ratio_a_e = self.a.as_ref().zip(self.e.as_ref()).map(|(a, e)| a.mb_per_s / e.mb_per_s);
         self.ratio_c_d = self.c.as_ref().zip(self.d.as_ref()).map(|(c, d)| c.mb_per_s / d.mb_per_s);
         self.ratio_c_min_bd = match (&self.b, &self.c, &self.d) {
             (Some(b), Some(c), Some(d)) => Some(c.mb_per_s / b.mb_per_s.min(d.mb_per_s)),
@@ -115,7 +132,7 @@ impl Report {
         self.ratios();
         println!();
         let n = self.rounds_mb_per_s.iter().map(Vec::len).max().unwrap_or(0);
-        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
             if !self.rounds_mb_per_s[i].is_empty() {
                 let v: Vec<String> = self.rounds_mb_per_s[i].iter().map(|x| format!("{x:.1}")).collect();
                 println!("rounds {name}: {} MB/s", v.join(", "));
@@ -131,6 +148,7 @@ impl Report {
         row("b", "bare quinn, one uni stream, discard", self.b.as_ref().map(|r| r as &dyn Rate));
         row("c", "walship, mirror on disk", self.c.as_ref().map(|r| r as &dyn Rate));
         row("d", "write 256 KiB + fdatasync 20 ms/64 MiB, disk", self.d.as_ref().map(|r| r as &dyn Rate));
+        row("e", "TCP + TLS 1.3 (tokio-rustls), discard", self.e.as_ref().map(|r| r as &dyn Rate));
         let verdict = |r: Option<f64>| match r {
             Some(r) if r >= BAR => format!("{r:.2} (meets >= {BAR})"),
             Some(r) => format!("{r:.2} (BELOW {BAR})"),
@@ -138,6 +156,9 @@ impl Report {
         };
         println!("a/b = {}", verdict(self.ratio_a_b));
         println!("c/d = {}", verdict(self.ratio_c_d));
+        if let Some(r) = self.ratio_a_e {
+            println!("a/e = {r:.2} (walship against TCP + TLS; no target, for comparison)");
+        }
         if let Some(r) = self.ratio_c_min_bd {
             println!("c/min(b,d) = {r:.2} (c cannot beat the transport either)");
         }
@@ -174,6 +195,9 @@ impl Report {
                 "b: mtu {}, {} packets, {} lost, {} congestion events",
                 b.mtu, b.sent_packets, b.lost_packets, b.congestion_events
             );
+        }
+        if let Some(e) = &self.e {
+            println!("e: cipher suite {}", e.cipher_suite);
         }
         if let Some(d) = &self.d {
             println!("d: {} fdatasync + {} fsync, {:.2} s inside them", d.fdatasyncs, d.fsyncs, d.sync_secs);
