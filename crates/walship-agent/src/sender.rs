@@ -517,7 +517,10 @@ impl Shared {
         let before = Instant::now();
         let r = {
             let mut t = lock(&self.tailer);
-            t.refresh().map(|changed| (changed, t.end()))
+            // Decided under the tailer's lock, so that of two concurrent
+            // refreshes the one that takes the flag is the one that lists.
+            let relist = self.watcher.take_entries_changed();
+            t.refresh_hinted(relist).map(|changed| (changed, t.end()))
         };
         match r {
             Ok((changed, end)) => {

@@ -30,7 +30,7 @@ use crate::error::SourceError;
 use crate::map::{MapError, SegmentMap};
 use crate::postgres::page::{LONG_HEADER_LEN, PageExpect, PageHeader, validate_page};
 use crate::postgres::{PgSegmentName, Stop, WalGeometry, WalInput, WalkOptions, Walker, find_first_record, valid_end};
-use crate::tailer::{SegmentInfo, Tailer};
+use crate::tailer::{Listing, SegmentInfo, Tailer};
 
 /// What is known about the PostgreSQL cluster whose WAL is tailed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,10 +151,22 @@ impl Tailer {
 
     /// [`Tailer::refresh`] for the PostgreSQL format.
     pub(crate) fn refresh_pg(&mut self) -> Result<bool, SourceError> {
-        let (names, histories) = list(&self.dir)?;
+        let (names, histories) = match self.listing.take() {
+            Some(Listing::Postgres(names, histories)) => (names, histories),
+            _ => list(&self.dir)?,
+        };
+        let r = self.refresh_pg_listed(&names, &histories);
+        // A failed refresh lists again next time: what failed may have been the listing's fault.
+        if r.is_ok() {
+            self.listing = Some(Listing::Postgres(names, histories));
+        }
+        r
+    }
+
+    fn refresh_pg_listed(&mut self, names: &[String], histories: &[String]) -> Result<bool, SourceError> {
         let mut changed = false;
         if self.pg().histories != histories {
-            self.pg().histories = histories;
+            self.pg().histories = histories.to_vec();
             changed = true;
         }
         let g = match self.pg().geometry {

@@ -89,6 +89,18 @@ pub struct Tailer {
     pub(crate) maps: Vec<Option<SegmentMap>>,
     /// The walk's state, for the PostgreSQL format.
     pub(crate) pg: Option<PgState>,
+    /// The last listing of the directory, reused by [`Tailer::refresh_hinted`]
+    /// while no entry of the directory changed.
+    pub(crate) listing: Option<Listing>,
+}
+
+/// What one read of the directory found.
+#[derive(Debug, Clone)]
+pub(crate) enum Listing {
+    /// Raw format: the segments at or above the floor, sorted.
+    Raw(Vec<SegmentName>),
+    /// PostgreSQL format: segment names and history files, each sorted.
+    Postgres(Vec<String>, Vec<String>),
 }
 
 impl Tailer {
@@ -104,6 +116,7 @@ impl Tailer {
                 segs: Vec::new(),
                 maps: Vec::new(),
                 pg: Some(PgState::default()),
+                listing: None,
             };
             t.refresh_pg()?;
             return Ok(t);
@@ -117,6 +130,7 @@ impl Tailer {
             segs: Vec::new(),
             maps: Vec::new(),
             pg: None,
+            listing: None,
         };
         let names = t.lister.list(&t.dir, None)?;
         let segs = t.scan(&names, Position::ZERO, false)?;
@@ -134,10 +148,33 @@ impl Tailer {
     /// observed stream changed: growth, a new segment, a segment sealed. On error the
     /// observed state is left as it was.
     pub fn refresh(&mut self) -> Result<bool, SourceError> {
+        self.refresh_hinted(true)
+    }
+
+    /// [`Tailer::refresh`], reading the directory again only when `entries_changed`
+    /// (a file was created, removed or renamed since the last call, or the caller
+    /// cannot tell) and otherwise reusing the last listing: appends to the open
+    /// segment, the common case, then cost a stat and no directory read.
+    pub fn refresh_hinted(&mut self, entries_changed: bool) -> Result<bool, SourceError> {
+        if entries_changed {
+            self.listing = None;
+        }
         if self.pg.is_some() {
             return self.refresh_pg();
         }
-        let listed = self.lister.list(&self.dir, self.floor.as_ref())?;
+        let listed = match self.listing.take() {
+            Some(Listing::Raw(names)) => names,
+            _ => self.lister.list(&self.dir, self.floor.as_ref())?,
+        };
+        let r = self.refresh_raw(&listed);
+        // A failed refresh lists again next time: what failed may have been the listing's fault.
+        if r.is_ok() {
+            self.listing = Some(Listing::Raw(listed));
+        }
+        r
+    }
+
+    fn refresh_raw(&mut self, listed: &[SegmentName]) -> Result<bool, SourceError> {
         let present = |name: &SegmentName| listed.binary_search(name).is_ok();
 
         // Known segments that are gone: fine when released, an error otherwise.
@@ -403,6 +440,7 @@ impl Tailer {
 
     fn reanchor(&mut self, listed: &[SegmentName], start: Position) -> Result<(), SourceError> {
         let segs = self.scan(listed, start, true)?;
+        self.listing = None;
         self.floor = listed.first().cloned();
         self.anchor = start;
         self.released = start;

@@ -12,10 +12,11 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, EventKind};
+use notify::event::{AccessKind, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::Notify;
 
@@ -30,6 +31,11 @@ struct Shared {
     last_event: Mutex<Option<Instant>>,
     /// The first event since [`Watcher::take_first_event`] last ran.
     first_event: Mutex<Option<Instant>>,
+    /// An entry of the directory may have been added, removed or renamed
+    /// since [`Watcher::take_entries_changed`] last ran.
+    entries_changed: AtomicBool,
+    /// When [`Watcher::take_entries_changed`] last answered yes.
+    last_relist: Mutex<Option<Instant>>,
 }
 
 /// Tells when the WAL directory may have changed.
@@ -116,6 +122,23 @@ impl Watcher {
         self.shared.first_event.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
+    /// Whether the directory should be listed again: an entry was created,
+    /// removed or renamed since the last call that said yes (or the watcher
+    /// lost events, or only polls), or a poll interval has passed since then.
+    /// Appends to a segment do not count. Clears the flag *before* the
+    /// caller lists, so an entry event during the listing is not lost.
+    pub fn take_entries_changed(&self) -> bool {
+        let flagged = self.shared.entries_changed.swap(false, Ordering::AcqRel);
+        let mut last = self.shared.last_relist.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let due = last.is_none_or(|t| now.saturating_duration_since(t) >= self.poll_interval);
+        if flagged || due || self.is_polling_only() {
+            *last = Some(now);
+            return true;
+        }
+        false
+    }
+
     /// Whether changes are noticed only by polling.
     pub fn is_polling_only(&self) -> bool {
         self.inner.is_none()
@@ -144,6 +167,14 @@ fn start_watcher(dir: &Path, shared: Arc<Shared>) -> notify::Result<RecommendedW
             if matches!(event.kind, EventKind::Access(AccessKind::Open(_) | AccessKind::Read)) {
                 return;
             }
+            // Data written to a segment needs a stat, not a directory read;
+            // anything else (create, remove, rename, unknown) needs both.
+            if !matches!(
+                event.kind,
+                EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) | EventKind::Access(_)
+            ) {
+                shared.entries_changed.store(true, Ordering::Release);
+            }
             let now = Instant::now();
             *shared.last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
             shared.first_event.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(now);
@@ -152,6 +183,7 @@ fn start_watcher(dir: &Path, shared: Arc<Shared>) -> notify::Result<RecommendedW
         Err(e) => {
             // Typically a queue overflow: something changed, we do not know what.
             tracing::debug!(dir = %log_dir.display(), error = %e, "wal directory watcher error; refreshing");
+            shared.entries_changed.store(true, Ordering::Release);
             shared.notify.notify_one();
         }
     })?;

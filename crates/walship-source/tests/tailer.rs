@@ -418,3 +418,31 @@ fn a_missing_directory_is_an_error() {
         other => panic!("expected ListDir, got {other:?}"),
     }
 }
+
+#[test]
+fn a_hinted_refresh_reuses_the_listing_until_entries_change() -> Result {
+    let d = tempfile::tempdir()?;
+    write(d.path(), "000000010000000000000001", &pattern(1, 100))?;
+    let mut t = open(d.path())?;
+    assert_eq!(t.end(), Position(100));
+    // Growth of the open segment is seen without listing.
+    append(d.path(), "000000010000000000000001", &pattern(2, 50))?;
+    assert!(t.refresh_hinted(false)?);
+    assert_eq!(t.end(), Position(150));
+    // A new segment is not, until the caller says entries changed.
+    write(d.path(), "000000010000000000000002", &pattern(3, 10))?;
+    assert!(!t.refresh_hinted(false)?, "the cached listing does not hold the new segment");
+    assert_eq!(t.segments().len(), 1);
+    assert!(t.refresh_hinted(true)?);
+    assert_eq!(t.segments().len(), 2);
+    assert!(t.segments()[0].sealed);
+    assert_eq!(t.end(), Position(160));
+    // A removed segment that is still needed is an error once listed (the open one's stat
+    // would fail at once; a sealed one is only missed by a listing).
+    fs::remove_file(d.path().join("000000010000000000000001"))?;
+    assert!(t.refresh_hinted(false).is_ok(), "no listing, no news");
+    assert!(matches!(t.refresh_hinted(true), Err(SourceError::SegmentRemoved { .. })));
+    // ... and the failed refresh does not keep a listing: the next one lists again.
+    assert!(matches!(t.refresh_hinted(false), Err(SourceError::SegmentRemoved { .. })));
+    Ok(())
+}

@@ -143,3 +143,73 @@ fn watching_a_missing_directory_is_an_error() {
     assert!(Watcher::new(missing, LONG, LONG).is_err());
     assert!(Watcher::polling_only(missing, LONG).is_err());
 }
+
+/// Whether the watcher asks for a listing within `limit` (events reach it through notify's thread).
+async fn asks_to_list_within(watcher: &Watcher, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if watcher.take_entries_changed() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = tokio::time::timeout(left, watcher.changed()).await;
+    }
+}
+
+#[tokio::test]
+async fn only_entry_events_ask_for_a_new_listing() -> Result {
+    let d = tempfile::tempdir()?;
+    let path = d.path().join("seg1");
+    fs::write(&path, b"x")?;
+    let watcher = Watcher::new(d.path(), LONG, LONG)?;
+    assert!(!watcher.is_polling_only());
+    assert!(watcher.take_entries_changed(), "the first call always lists");
+    assert!(!watcher.take_entries_changed(), "nothing happened since");
+
+    // An append wakes the tailer but needs no directory read: wait for its event, and for
+    // anything after it, then ask.
+    OpenOptions::new().append(true).open(&path)?.write_all(b"more")?;
+    tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await?;
+    while tokio::time::timeout(Duration::from_millis(50), watcher.changed()).await.is_ok() {}
+    assert!(!watcher.take_entries_changed(), "an append is not an entry change");
+
+    // Creating, renaming and removing files are.
+    let within = Duration::from_secs(5);
+    fs::write(d.path().join("seg2"), b"y")?;
+    assert!(asks_to_list_within(&watcher, within).await, "a created file");
+    while tokio::time::timeout(Duration::from_millis(50), watcher.changed()).await.is_ok() {}
+    let _ = watcher.take_entries_changed();
+    assert!(!watcher.take_entries_changed(), "the flag is cleared once taken");
+    fs::rename(d.path().join("seg2"), d.path().join("seg3"))?;
+    assert!(asks_to_list_within(&watcher, within).await, "a renamed file");
+    fs::remove_file(d.path().join("seg3"))?;
+    assert!(asks_to_list_within(&watcher, within).await, "a removed file");
+    Ok(())
+}
+
+#[test]
+fn without_events_every_refresh_lists() -> Result {
+    let d = tempfile::tempdir()?;
+    let watcher = Watcher::polling_only(d.path(), LONG)?;
+    assert!(watcher.take_entries_changed());
+    assert!(watcher.take_entries_changed(), "a polling-only watcher cannot know; it always lists");
+    Ok(())
+}
+
+#[test]
+fn a_poll_interval_without_events_lists_again() -> Result {
+    let d = tempfile::tempdir()?;
+    let poll = Duration::from_millis(30);
+    let watcher = Watcher::new(d.path(), poll, poll)?;
+    let listed = Instant::now();
+    assert!(watcher.take_entries_changed());
+    // Lost events (a full inotify queue, a network file system) are caught by the poll tick.
+    while !watcher.take_entries_changed() {
+        std::thread::yield_now();
+    }
+    assert!(listed.elapsed() >= poll, "listed again after {:?}, before the poll interval", listed.elapsed());
+    Ok(())
+}
