@@ -185,6 +185,10 @@ pub struct ReceiveArgs {
     /// moves the applied position, e.g. 'cp %p /archive/%f'. Failures are logged and retried.
     #[arg(long, env = "WALSHIP_APPLY_COMMAND")]
     pub apply_command: Option<String>,
+    /// Threads for the network and the admin endpoint (the disk has a thread of its own). One is
+    /// enough for a connection and spares a thread hand-off per frame.
+    #[arg(long, env = "WALSHIP_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: u16,
     /// Test hook: sleep this long before each flush that follows a drained queue (proves a slow disk shows in lag).
     #[arg(long, hide = true, default_value = "0ms", value_parser = parse_duration)]
     pub debug_flush_delay: Duration,
@@ -243,6 +247,10 @@ pub struct SendArgs {
     /// First reconnect delay; doubles per failed attempt.
     #[arg(long, env = "WALSHIP_RECONNECT_MIN", default_value = "100ms", value_parser = parse_duration)]
     pub reconnect_min: Duration,
+    /// Threads for tailing, the connections and the admin endpoint [default: one per receiver,
+    /// at most the number of CPUs]. Fewer threads hand work across fewer threads per commit.
+    #[arg(long, env = "WALSHIP_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
     /// Serve /metrics, /v1/lag, /healthz and the status page on this TCP address; a bare port (9187) means
     /// 127.0.0.1:9187.
     #[arg(long, env = "WALSHIP_ADMIN_ADDR", value_parser = parse_admin_addr)]
