@@ -67,5 +67,11 @@ fn lag(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lag);
+criterion_group! {
+    name = benches;
+    // Criterion's own HTML plots would draw text through the plotters build that
+    // `walship-bench`'s report plots configure (ab_glyph, no system fonts): numbers only.
+    config = Criterion::default().without_plots();
+    targets = lag
+}
 criterion_main!(benches);

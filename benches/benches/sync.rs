@@ -38,5 +38,11 @@ fn sync(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sync);
+criterion_group! {
+    name = benches;
+    // Criterion's own HTML plots would draw text through the plotters build that
+    // `walship-bench`'s report plots configure (ab_glyph, no system fonts): numbers only.
+    config = Criterion::default().without_plots();
+    targets = sync
+}
 criterion_main!(benches);

@@ -16,15 +16,25 @@
 //! | d | plain write + fdatasync loop on that disk, the receiver's flush policy | |
 //! | e | one TCP connection with TLS 1.3 (tokio-rustls, same certificates), discard | |
 //!
-//! It prints a table and writes `target/bench-report/ship.json`.
+//! It prints a markdown section and writes `target/bench-report/ship.json`.
+//!
+//! `walship-bench all [--quick] [--skip ship,pg,...]` runs every benchmark
+//! in turn and writes `target/bench-report/report.md`, `report.json` and
+//! `plots/` (see `all.rs`).
+mod all;
+mod backlog;
 mod bare;
 mod data;
 mod disk;
+mod fan;
 mod pg;
+mod plot;
+mod procs;
 mod report;
 mod rss;
 mod semisync;
 mod ship;
+mod sweep;
 mod tcp_tls;
 
 use std::path::PathBuf;
@@ -49,23 +59,21 @@ enum Cmd {
     /// Ship a backlog: walship vs bare quinn (tmpfs), walship vs write+fdatasync (disk).
     Ship(ShipArgs),
     /// Semi-sync wait latency: commit (append + fdatasync) to a durable wait, and an already-satisfied wait.
-    Wait(WaitArgs),
+    Wait(semisync::WaitArgs),
     /// PostgreSQL: TPS and commit latency with walship semi-sync vs pg_receivewal as sync standby, and flush lag.
     Pg(pg::PgArgs),
+    /// Every benchmark in turn: target/bench-report/report.md, report.json and plots/.
+    All(all::AllArgs),
+    /// Frame size, in-flight window and fsync batch sweeps: is each default within 10 % of the best?
+    Sweep(sweep::SweepArgs),
+    /// Catch-up after a receiver outage (real processes): time, RPO exposure curve, CPU/GB, peak RSS vs backlog size.
+    Backlog(backlog::BacklogArgs),
+    /// One sender to N receivers (real processes): throughput per receiver and sender CPU vs N.
+    Fan(fan::FanArgs),
 }
 
 #[derive(Debug, clap::Args)]
-struct WaitArgs {
-    /// Commits to measure.
-    #[arg(long, default_value_t = 500)]
-    commits: usize,
-    /// Directory on the disk for the WAL and the mirror (default: target/bench-tmp).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-struct ShipArgs {
+pub(crate) struct ShipArgs {
     /// Bytes of WAL to ship (KiB/MiB/GiB or KB/MB/GB suffixes).
     #[arg(long, default_value = "2GiB", value_parser = walship::cli::parse_size)]
     bytes: u64,
@@ -133,27 +141,35 @@ fn main() -> ExitCode {
     };
     let r = match cli.cmd {
         // Synchronous: the postgres client runs a runtime of its own.
-        Cmd::Pg(a) => pg::run(a),
-        Cmd::Ship(a) => rt.block_on(ship(a)),
+        Cmd::Pg(a) => pg::command(&a),
+        Cmd::Sweep(a) => rt.block_on(sweep_cmd(a)),
+        Cmd::Backlog(a) => rt.block_on(async {
+            let r = backlog::run(&a).await?;
+            write_section("backlog", &r, r.markdown(), |d| r.plots(d))
+        }),
+        Cmd::Fan(a) => rt.block_on(async {
+            let r = fan::run(&a).await?;
+            write_section("fan", &r, r.markdown(), |d| r.plots(d))
+        }),
+        Cmd::Ship(a) => rt.block_on(async {
+            let mut r = run_ship(&a).await?;
+            r.print();
+            let path = a.report.clone().unwrap_or_else(|| workspace_root().join("target/bench-report/ship.json"));
+            r.write(&path)?;
+            println!("report written to {}", path.display());
+            Ok(())
+        }),
         Cmd::Wait(a) => rt.block_on(async {
-            let base = a.dir.unwrap_or_else(|| workspace_root().join("target/bench-tmp"));
-            let root = ScratchDir::create(base.join(format!("walship-bench-wait-{}", std::process::id())))?;
-            let r = semisync::run(root.path(), a.commits).await?;
-            println!("semi-sync wait, quorum 1 at level flush, mirror on disk, {} commits of 4 KiB:", a.commits);
-            let show = |name: &str, q: &semisync::Quantiles| {
-                println!(
-                    "  {name:<34} p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-                    q.p50_ms, q.p90_ms, q.p99_ms, q.max_ms
-                )
-            };
-            show("commit -> wait returned durable", &r.commit_to_durable);
-            show("already-satisfied wait (API floor)", &r.satisfied_wait);
+            let r = semisync::run(&a).await?;
+            println!("\n{}", r.markdown());
             let path = workspace_root().join("target/bench-report/wait.json");
             std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
             std::fs::write(&path, serde_json::to_vec_pretty(&r)?)?;
             println!("report written to {}", path.display());
             Ok(())
         }),
+        // Synchronous: it runs `pg`, whose postgres client has a runtime of its own.
+        Cmd::All(a) => all::run(&a, &rt),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,7 +180,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn ship(a: ShipArgs) -> Result<()> {
+/// The `ship` benchmark: every selected case, `rounds` times, alternated; the
+/// report holds the median of each case and the ratios.
+pub(crate) async fn run_ship(a: &ShipArgs) -> Result<Report> {
     if a.bytes == 0 {
         bail!("--bytes must be more than 0");
     }
@@ -212,6 +230,7 @@ async fn ship(a: ShipArgs) -> Result<()> {
         max_inflight: a.inflight,
         timeout,
         verify: a.verify,
+        flush: Default::default(),
     };
 
     let mut rs: [Vec<f64>; 5] = Default::default();
@@ -269,11 +288,8 @@ async fn ship(a: ShipArgs) -> Result<()> {
         // The cases removed their contents; this removes the per-run directory.
         let _ = std::fs::remove_dir(&disk_dir);
     }
-    report.print();
-    let path = a.report.clone().unwrap_or_else(|| workspace_root().join("target/bench-report/ship.json"));
-    report.write(&path)?;
-    println!("report written to {}", path.display());
-    Ok(())
+    report.ratios();
+    Ok(report)
 }
 
 /// The element with the median rate (the lower middle one for an even count).
@@ -284,4 +300,38 @@ fn median_by_rate<T>(mut v: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<T> {
     v.sort_by(|x, y| rate(x).total_cmp(&rate(y)));
     let mid = (v.len() - 1) / 2;
     Some(v.swap_remove(mid))
+}
+
+/// `sweep` as a subcommand: the markdown on stdout, `sweep.json` and the plots in target/bench-report.
+async fn sweep_cmd(a: sweep::SweepArgs) -> Result<()> {
+    let r = sweep::run(&a).await?;
+    println!("\n{}", r.markdown());
+    let dir = workspace_root().join("target/bench-report");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("sweep.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&r)?).with_context(|| format!("writing {}", path.display()))?;
+    println!("report written to {}", path.display());
+    for (caption, png) in r.plots(&dir)? {
+        println!("plot: {caption}: {}", png.display());
+    }
+    Ok(())
+}
+
+/// A subcommand's report: the markdown on stdout, NAME.json and the plots in target/bench-report.
+fn write_section<R: serde::Serialize>(
+    name: &str,
+    report: &R,
+    markdown: String,
+    plots: impl FnOnce(&std::path::Path) -> Result<Vec<(String, PathBuf)>>,
+) -> Result<()> {
+    println!("\n{markdown}");
+    let dir = workspace_root().join("target/bench-report");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(report)?).with_context(|| format!("writing {}", path.display()))?;
+    println!("report written to {}", path.display());
+    for (caption, png) in plots(&dir)? {
+        println!("plot: {caption}: {}", png.display());
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The table on stdout and the JSON report.
-use std::path::Path;
+//! The markdown section, the plot and the JSON report of `ship`.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -118,7 +119,8 @@ impl Report {
         println!("case {name}: {:>8.1} MB/s ({:.2} s)", r.mb_per_s(), r.secs());
     }
 
-    fn ratios(&mut self) {
+    /// Fills in the ratios from the cases measured (called by `run`, again by `write`).
+    pub fn ratios(&mut self) {
         self.ratio_a_b = self.a.as_ref().zip(self.b.as_ref()).map(|(a, b)| a.mb_per_s / b.mb_per_s);
         self.ratio_a_e = self.a.as_ref().zip(self.e.as_ref()).map(|(a, e)| a.mb_per_s / e.mb_per_s);
         self.ratio_c_d = self.c.as_ref().zip(self.d.as_ref()).map(|(c, d)| c.mb_per_s / d.mb_per_s);
@@ -128,46 +130,84 @@ impl Report {
         };
     }
 
-    pub fn print(&mut self) {
-        self.ratios();
-        println!();
-        let n = self.rounds_mb_per_s.iter().map(Vec::len).max().unwrap_or(0);
-        for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            if !self.rounds_mb_per_s[i].is_empty() {
-                let v: Vec<String> = self.rounds_mb_per_s[i].iter().map(|x| format!("{x:.1}")).collect();
-                println!("rounds {name}: {} MB/s", v.join(", "));
-            }
+    /// The cases measured: (case, what, the case's median run).
+    fn cases(&self) -> Vec<(&'static str, &'static str, &dyn Rate)> {
+        let mut v: Vec<(&'static str, &'static str, &dyn Rate)> = Vec::new();
+        if let Some(r) = &self.a {
+            v.push(("a", "walship, mirror on tmpfs", r));
         }
-        println!("median of {n} round(s):");
-        println!("{:<4} {:<44} {:>10} {:>9}", "case", "what", "MB/s", "seconds");
-        let row = |c: &str, what: &str, r: Option<&dyn Rate>| match r {
-            Some(r) => println!("{c:<4} {what:<44} {:>10.1} {:>9.2}", r.mb_per_s(), r.secs()),
-            None => println!("{c:<4} {what:<44} {:>10} {:>9}", "-", "-"),
-        };
-        row("a", "walship, mirror on tmpfs", self.a.as_ref().map(|r| r as &dyn Rate));
-        row("b", "bare quinn, one uni stream, discard", self.b.as_ref().map(|r| r as &dyn Rate));
-        row("c", "walship, mirror on disk", self.c.as_ref().map(|r| r as &dyn Rate));
-        row("d", "write 256 KiB + fdatasync 20 ms/64 MiB, disk", self.d.as_ref().map(|r| r as &dyn Rate));
-        row("e", "TCP + TLS 1.3 (tokio-rustls), discard", self.e.as_ref().map(|r| r as &dyn Rate));
-        let verdict = |r: Option<f64>| match r {
-            Some(r) if r >= BAR => format!("{r:.2} (meets >= {BAR})"),
-            Some(r) => format!("{r:.2} (BELOW {BAR})"),
-            None => "-".into(),
-        };
-        println!("a/b = {}", verdict(self.ratio_a_b));
-        println!("c/d = {}", verdict(self.ratio_c_d));
+        if let Some(r) = &self.b {
+            v.push(("b", "bare quinn, one uni stream, discard", r));
+        }
+        if let Some(r) = &self.c {
+            v.push(("c", "walship, mirror on disk", r));
+        }
+        if let Some(r) = &self.d {
+            v.push(("d", "write 256 KiB + fdatasync 20 ms/64 MiB, disk", r));
+        }
+        if let Some(r) = &self.e {
+            v.push(("e", "TCP + TLS 1.3 (tokio-rustls), discard", r));
+        }
+        v
+    }
+
+    /// The markdown section: what ran, the table, the ratios against the bar.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let n = self.rounds_mb_per_s.iter().map(Vec::len).max().unwrap_or(0);
+        let _ = writeln!(s, "### ship: shipping a backlog\n");
+        let _ = writeln!(
+            s,
+            "{:.2} GiB of pre-written raw WAL (16 MiB segments on tmpfs, `{}`) shipped over loopback by each case; \
+             walship cases are timed from sender start until the sender sees the last byte flushed on the receiver. \
+             Largest frame {} KiB, at most {} MiB in flight, {} CPUs. {n} round(s), the cases alternated; each \
+             case's figure is the median of its rounds. Rates are decimal MB/s (10^6 bytes per second). Disk cases \
+             ran in `{}`.\n",
+            self.bytes as f64 / (1u64 << 30) as f64,
+            self.tmpfs_dir,
+            self.max_frame >> 10,
+            self.max_inflight >> 20,
+            self.cpus,
+            self.disk_dir
+        );
+        let _ = writeln!(s, "| case | what | MB/s (median) | seconds | MB/s per round |");
+        let _ = writeln!(s, "|---|---|---:|---:|---|");
+        for (c, what, r) in self.cases() {
+            let i = usize::from(c.as_bytes()[0] - b'a');
+            let rounds: Vec<String> = self.rounds_mb_per_s[i].iter().map(|x| format!("{x:.1}")).collect();
+            let _ = writeln!(s, "| {c} | {what} | {:.1} | {:.2} | {} |", r.mb_per_s(), r.secs(), rounds.join(", "));
+        }
+        let _ = writeln!(s);
+        let verdict = |r: f64| if r >= BAR { "met" } else { "MISSED" };
+        let mut rows = Vec::new();
+        if let Some(r) = self.ratio_a_b {
+            rows.push(format!("| a / b (walship tmpfs vs bare quinn) | {r:.2} | >= {BAR} | {} |", verdict(r)));
+        }
+        if let Some(r) = self.ratio_c_d {
+            rows.push(format!("| c / d (walship disk vs write + fdatasync) | {r:.2} | >= {BAR} | {} |", verdict(r)));
+        }
         if let Some(r) = self.ratio_a_e {
-            println!("a/e = {r:.2} (walship against TCP + TLS; no target, for comparison)");
+            rows.push(format!("| a / e (walship vs TCP + TLS) | {r:.2} | none, for comparison | - |"));
         }
         if let Some(r) = self.ratio_c_min_bd {
-            println!("c/min(b,d) = {r:.2} (c cannot beat the transport either)");
+            rows.push(format!(
+                "| c / min(b, d) (c against the slower of its two limits, transport and disk) | {r:.2} | none | - |"
+            ));
+        }
+        if !rows.is_empty() {
+            let _ = writeln!(s, "| ratio | value | bar | status |\n|---|---:|---|---|");
+            for r in rows {
+                let _ = writeln!(s, "{r}");
+            }
+            let _ = writeln!(s);
         }
         for (name, r) in [("a", &self.a), ("c", &self.c)] {
             let Some(r) = r else { continue };
             let (p, b) = (r.rss.peak, r.rss.before);
-            println!(
-                "{name}: peak VmRSS {:.1} MiB (before {:.1}; anon {:.1}, file {:.1}, shmem {:.1}), VmHWM {:.1} MiB{}; \
-                 handshake {:.3} s, {} frames, {} reconnects{}",
+            let _ = writeln!(
+                s,
+                "- {name}: peak VmRSS {:.1} MiB (before {:.1}; anon {:.1}, file {:.1}, shmem {:.1}), VmHWM {:.1} MiB{}; \
+                 handshake {:.3} s, {} frames, {} reconnects{}.",
                 mib(p.vm_rss),
                 mib(b.vm_rss),
                 mib(p.rss_anon),
@@ -179,29 +219,69 @@ impl Report {
                 r.frames_sent,
                 r.reconnects,
                 match r.verified {
-                    Some(true) => ", mirror verified",
-                    Some(false) => ", MIRROR DIFFERS",
+                    Some(true) => ", mirror verified identical",
+                    Some(false) => ", MIRROR DIFFERS from the source",
                     None => "",
                 }
             );
             let l = &r.admin_latency;
-            println!(
-                "{name}: GET /v1/lag while shipping: {} requests, {} failed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            let _ = writeln!(
+                s,
+                "- {name}: `GET /v1/lag` while shipping: {} requests, {} failed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.",
                 l.requests, l.failures, l.p50_ms, l.p99_ms, l.max_ms
             );
+            let f = &r.fsync;
+            if f.count > 0 {
+                let _ = writeln!(
+                    s,
+                    "- {name}: receiver fdatasync: {} calls, mean {:.2} ms, p50 <= {:.2} ms, p99 <= {:.2} ms \
+                     (histogram bucket upper bounds).",
+                    f.count, f.mean_ms, f.p50_upper_ms, f.p99_upper_ms
+                );
+            }
         }
         if let Some(b) = &self.b {
-            println!(
-                "b: mtu {}, {} packets, {} lost, {} congestion events",
+            let _ = writeln!(
+                s,
+                "- b: path MTU {}, {} packets sent, {} lost, {} congestion events.",
                 b.mtu, b.sent_packets, b.lost_packets, b.congestion_events
             );
         }
-        if let Some(e) = &self.e {
-            println!("e: cipher suite {}", e.cipher_suite);
-        }
         if let Some(d) = &self.d {
-            println!("d: {} fdatasync + {} fsync, {:.2} s inside them", d.fdatasyncs, d.fsyncs, d.sync_secs);
+            let _ =
+                writeln!(s, "- d: {} fdatasync + {} fsync, {:.2} s inside them.", d.fdatasyncs, d.fsyncs, d.sync_secs);
         }
+        if let Some(e) = &self.e {
+            let _ = writeln!(s, "- e: cipher suite {}.", e.cipher_suite);
+        }
+        s
+    }
+
+    /// A bar chart of each measured case's median MB/s.
+    pub fn plots(&self, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+        let short = |c: &str| match c {
+            "a" => "a walship tmpfs",
+            "b" => "b bare quinn",
+            "c" => "c walship disk",
+            "d" => "d write+fdatasync",
+            _ => "e TCP+TLS",
+        };
+        let bars: Vec<(String, f64)> =
+            self.cases().into_iter().map(|(c, _, r)| (short(c).to_string(), r.mb_per_s())).collect();
+        if bars.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = dir.join("ship_throughput.png");
+        let n = self.rounds_mb_per_s.iter().map(Vec::len).max().unwrap_or(0);
+        let title =
+            format!("ship: {:.2} GiB backlog, MB/s, median of {n} round(s)", self.bytes as f64 / (1u64 << 30) as f64);
+        crate::plot::bar_chart(&path, &title, "throughput (MB/s)", &bars)?;
+        Ok(vec![("ship: throughput per case (MB/s)".into(), path)])
+    }
+
+    /// The markdown on stdout (the `ship` subcommand's output).
+    pub fn print(&self) {
+        println!("\n{}", self.markdown());
     }
 
     pub fn write(&mut self, path: &Path) -> Result<()> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use walship_agent::store_thread::FlushPolicy;
 use walship_agent::{Receiver, ReceiverOptions, Sender, SenderOptions, Target};
 use walship_net::CertPaths;
 
@@ -24,6 +25,8 @@ pub struct ShipParams<'a> {
     pub timeout: Duration,
     /// Compare the mirror with the source byte for byte afterwards (untimed).
     pub verify: bool,
+    /// The receiver's fdatasync batching (`FlushPolicy::default()` is `walship receive`'s).
+    pub flush: FlushPolicy,
 }
 
 /// The outcome of one walship case.
@@ -41,6 +44,31 @@ pub struct ShipResult {
     pub verified: Option<bool>,
     /// Latency of `GET /v1/lag` on the sender while it shipped.
     pub admin_latency: AdminLatency,
+    /// The receiver's fdatasync calls (data plus durable-position record).
+    pub fsync: FsyncStats,
+}
+
+/// The receiver's `fsync` histogram, summarised. Quantiles are bucket upper
+/// bounds (the histogram's resolution is roughly 2–2.5×).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FsyncStats {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_upper_ms: f64,
+    pub p99_upper_ms: f64,
+}
+
+impl FsyncStats {
+    fn from_histogram(h: &walship_core::histogram::Histogram) -> Self {
+        let ms = |q: f64| h.quantile_upper(q).map_or(f64::NAN, |s| s * 1e3);
+        let count = h.count();
+        FsyncStats {
+            count,
+            mean_ms: if count == 0 { f64::NAN } else { h.sum() / count as f64 * 1e3 },
+            p50_upper_ms: ms(0.5),
+            p99_upper_ms: ms(0.99),
+        }
+    }
 }
 
 /// Response times of the admin endpoint under load, in milliseconds.
@@ -81,14 +109,13 @@ fn probe_admin(url: &str, running: &std::sync::atomic::AtomicBool) -> AdminLaten
 /// it) and times it from sender start until the sender sees them flushed on
 /// the receiver.
 pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
-    let receiver = Receiver::bind(ReceiverOptions::new(
-        "127.0.0.1:0".parse()?,
-        mirror.to_path_buf(),
-        p.certs.server(),
-        "bench-receiver",
-    ))
+    let receiver = Receiver::bind(ReceiverOptions {
+        flush: p.flush,
+        ..ReceiverOptions::new("127.0.0.1:0".parse()?, mirror.to_path_buf(), p.certs.server(), "bench-receiver")
+    })
     .context("starting the receiver")?;
     let addr = receiver.local_addr()?;
+    let recv_handle = receiver.handle();
     let shutdown = CancellationToken::new();
     let recv_task = tokio::spawn(receiver.run(shutdown.clone()));
 
@@ -153,6 +180,7 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
     send_task.await.context("sender task")?.context("sender")?;
     recv_task.await.context("receiver task")?.context("receiver")?;
     let (elapsed, frames_sent, reconnects) = outcome?;
+    let fsync = FsyncStats::from_histogram(&recv_handle.stats().fsync);
 
     let verified = if p.verify {
         let report = walship_store::verify::verify(p.source, mirror).context("verifying the mirror")?;
@@ -175,5 +203,6 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
         rss,
         verified,
         admin_latency,
+        fsync,
     })
 }

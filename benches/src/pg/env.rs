@@ -12,6 +12,8 @@ pub(crate) struct Bench {
     pub(crate) admin: postgres::Client,
     pub(crate) receiver: Child,
     pub(crate) receiver_addr: String,
+    /// The receiver's admin endpoint (its fdatasync histogram).
+    pub(crate) receiver_admin: String,
     pub(crate) clients: usize,
     pub(crate) scale: u32,
 }

@@ -74,3 +74,84 @@ pub(crate) fn hist_delta(before: &str, after: &str, name: &str) -> (Quantiles, f
     let mean = if n > 0 { (s1 - s0) / n as f64 * 1e3 } else { f64::NAN };
     (qs, mean)
 }
+
+// ---------------------------------------------------------------- commit → durable probe
+
+/// One probe: how long after a commit returned each replica reported it durable, ms
+/// (`None`: not within [`PROBE_TIMEOUT`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Probe {
+    /// Seconds since the phase began.
+    pub at: f64,
+    pub walship_ms: Option<f64>,
+    pub pg_receivewal_ms: Option<f64>,
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every 200 ms, on a session of its own with `synchronous_commit = local`
+/// (so that its COMMIT returns once the primary flushed it, waiting for no
+/// standby), commits a transaction and takes the primary's flush LSN, then
+/// polls two views of the same thing *at once*, each from its own thread:
+/// the walship sender's `/v1/lag` (`receivers[0].flush_pos`, the position
+/// the receiver acknowledged as fdatasync'ed) and `pg_stat_replication.flush_lsn`
+/// of pg_receivewal (the position it reported as fsync'ed), until each reaches
+/// the LSN. Both are the primary side's view of a standby's durability
+/// report, polled the same way, so the probe's own cost hits both alike.
+pub(crate) fn probe_durable(conninfo: &str, admin: &str, running: &AtomicBool) -> Result<Vec<Probe>> {
+    let mut session = postgres::Client::connect(conninfo, postgres::NoTls).context("probe connect")?;
+    session.batch_execute("SET synchronous_commit = local").context("probe: synchronous_commit")?;
+    let mut watcher = postgres::Client::connect(conninfo, postgres::NoTls).context("probe watcher connect")?;
+    let flush_q = watcher
+        .prepare(&format!("SELECT flush_lsn::text FROM pg_stat_replication WHERE application_name = '{APP_NAME}'"))?;
+    let agent = agent();
+    let url = format!("http://{admin}/v1/lag");
+    let start = Instant::now();
+    let mut next = start;
+    let mut out = Vec::new();
+    while running.load(Ordering::Relaxed) {
+        next += Duration::from_millis(200);
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        session.batch_execute("BEGIN; SELECT txid_current(); COMMIT").context("probe commit")?;
+        let committed = Instant::now();
+        let lsn: String = session.query_one("SELECT pg_current_wal_flush_lsn()::text", &[])?.get(0);
+        let lsn = parse_lsn(&lsn)?;
+        let (w, p) = std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                poll_until(committed, || {
+                    get_json(&agent, &url)
+                        .ok()
+                        .and_then(|v| v["receivers"][0]["flush_pos"].as_u64())
+                        .is_some_and(|pos| pos >= lsn)
+                })
+            });
+            let p = poll_until(committed, || {
+                watcher
+                    .query_opt(&flush_q, &[])
+                    .ok()
+                    .flatten()
+                    .and_then(|row| row.get::<_, Option<String>>(0))
+                    .and_then(|t| parse_lsn(&t).ok())
+                    .is_some_and(|pos| pos >= lsn)
+            });
+            (w.join().unwrap_or(None), p)
+        });
+        out.push(Probe { at: start.elapsed().as_secs_f64(), walship_ms: w, pg_receivewal_ms: p });
+    }
+    Ok(out)
+}
+
+/// Milliseconds from `since` until `reached` says yes, polling as fast as it answers.
+fn poll_until(since: Instant, mut reached: impl FnMut() -> bool) -> Option<f64> {
+    loop {
+        if reached() {
+            return Some(since.elapsed().as_secs_f64() * 1e3);
+        }
+        if since.elapsed() > PROBE_TIMEOUT {
+            return None;
+        }
+    }
+}

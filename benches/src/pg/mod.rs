@@ -51,7 +51,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -73,6 +73,8 @@ use lag::*;
 use load::*;
 use procs::*;
 use report::*;
+
+pub use report::PgReport;
 
 /// pg_receivewal's `application_name`, the name in `synchronous_standby_names`.
 const APP_NAME: &str = "walship_bench_recv";
@@ -137,7 +139,8 @@ impl Case {
     }
 }
 
-pub fn run(a: PgArgs) -> Result<()> {
+/// The whole run; the caller prints or writes the report.
+pub fn run(a: &PgArgs) -> Result<PgReport> {
     if a.clients == 0 || a.seconds == 0 || a.rounds == 0 || a.scale == 0 {
         bail!("--clients, --seconds, --rounds and --scale must be more than 0");
     }
@@ -148,7 +151,7 @@ pub fn run(a: PgArgs) -> Result<()> {
     let scratch = ScratchDir::create(base.join(format!("walship-bench-pg-{}", std::process::id())))?;
     // The harness panics on failures; everything it started is stopped as
     // the panic unwinds (its Drop), and the panic becomes this run's error.
-    let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_in(&a, &walship, scratch.path())));
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_in(a, &walship, scratch.path())));
     match r {
         Ok(r) => r,
         Err(p) => {
@@ -162,7 +165,7 @@ pub fn run(a: PgArgs) -> Result<()> {
     }
 }
 
-fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<()> {
+fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<PgReport> {
     let secs = Duration::from_secs(a.seconds);
     let certs = root.join("certs");
     let st = Command::new(walship).args(["cert", "init", "--dir"]).arg(&certs).output()?;
@@ -205,6 +208,8 @@ fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<()> {
         root.join("mirror").display().to_string(),
         "--name".into(),
         "bench-receiver".into(),
+        "--admin-addr".into(),
+        "127.0.0.1:0".into(),
     ];
     rargs.extend(tls(&certs, "server"));
     let mut rcmd = Command::new(walship);
@@ -212,6 +217,8 @@ fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<()> {
     let mut receiver = Child::spawn("walship receive", rcmd, &root.join("receiver.log"))?;
     let line = receiver.wait_log("receiver listening", 0, Duration::from_secs(30))?;
     let receiver_addr = walship_tests::field(&line, "listen").context("no listen= in the receiver's log")?;
+    let line = receiver.wait_log("admin endpoint listening", 0, Duration::from_secs(30))?;
+    let receiver_admin = walship_tests::field(&line, "admin").context("no admin= in the receiver's log line")?;
 
     let mut bench = Bench {
         walship: walship.to_path_buf(),
@@ -221,6 +228,7 @@ fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<()> {
         admin,
         receiver,
         receiver_addr,
+        receiver_admin,
         clients: a.clients,
         scale: a.scale,
     };
@@ -349,7 +357,13 @@ fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<()> {
         walship_log_problems: problems,
         pg_receivewal_log: receivewal_log,
     };
-    print_report(&report);
+    Ok(report)
+}
+
+/// `pg` as a subcommand: the markdown on stdout, the JSON report.
+pub fn command(a: &PgArgs) -> Result<()> {
+    let report = run(a)?;
+    println!("\n{}", report.markdown());
     let path = a.report.clone().unwrap_or_else(|| crate::workspace_root().join("target/bench-report/pg.json"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -357,7 +371,7 @@ fn run_in(a: &PgArgs, walship: &Path, root: &Path) -> Result<()> {
     // The series is long; keep it, it is what the quantiles came from.
     let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
     std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
-    println!("\nreport written to {}", path.display());
+    println!("report written to {}", path.display());
     Ok(())
 }
 
@@ -412,20 +426,28 @@ fn lag_phase(bench: &mut Bench, a: &PgArgs) -> Result<LagReport> {
     };
     let agent = agent();
     let metrics_url = format!("http://{}/metrics", sender.admin);
+    let receiver_metrics_url = format!("http://{}/metrics", bench.receiver_admin);
     let result = (|| -> Result<LagReport> {
         let before = get_text(&agent, &metrics_url)?;
+        let receiver_before = get_text(&agent, &receiver_metrics_url)?;
         let running = AtomicBool::new(true);
         let conninfo = bench.cluster.conninfo();
         let admin = sender.admin.clone();
-        let (load, samples) = std::thread::scope(|s| {
+        let (load, samples, probes) = std::thread::scope(|s| {
             let sampler = s.spawn(|| sample_lag(&conninfo, &admin, &running));
+            let prober = s.spawn(|| probe_durable(&conninfo, &admin, &running));
             let load = bench.load(Duration::from_secs(a.lag_seconds), Some(&admin), Some(f64::from(a.lag_rate)), 0);
             running.store(false, Ordering::Relaxed);
             let samples = sampler.join().unwrap_or_else(|_| Err(anyhow!("the sampler panicked")));
-            (load, samples)
+            let probes = prober.join().unwrap_or_else(|_| Err(anyhow!("the probe panicked")));
+            (load, samples, probes)
         });
-        let (load, samples) = (load?, samples?);
+        let (load, samples, probes) = (load?, samples?, probes?);
+        let pw: Vec<f64> = probes.iter().filter_map(|p| p.walship_ms).collect();
+        let pp: Vec<f64> = probes.iter().filter_map(|p| p.pg_receivewal_ms).collect();
         let after = get_text(&agent, &metrics_url)?;
+        let receiver_after = get_text(&agent, &receiver_metrics_url)?;
+        let (receiver_fsync_ms, _) = hist_delta(&receiver_before, &receiver_after, "walship_fsync_duration_seconds");
         progress("b+c at a fixed rate", &load);
         let (walship_hist_ms, walship_hist_mean_ms) = hist_delta(&before, &after, "walship_flush_lag_seconds");
         let (detection_ms, detection_mean_ms) = hist_delta(&before, &after, "walship_source_detection_delay_seconds");
@@ -446,6 +468,11 @@ fn lag_phase(bench: &mut Bench, a: &PgArgs) -> Result<LagReport> {
             pg_flush_lag_null_samples: samples.rows.iter().filter(|r| r.2.is_none() && !r.3).count(),
             pg_flush_lag_failed_samples: samples.rows.iter().filter(|r| r.3).count(),
             series: samples.rows.iter().map(|r| (r.0, r.1.map(|x| x * 1e3), r.2.map(|x| x * 1e3))).collect(),
+            receiver_fsync_ms,
+            probe_walship_ms: quantiles(&pw),
+            probe_pg_ms: quantiles(&pp),
+            probe_timeouts: (probes.len() - pw.len(), probes.len() - pp.len()),
+            probes,
             load,
         })
     })();
