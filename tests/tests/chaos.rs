@@ -136,7 +136,9 @@ impl Rig {
             field(&recv.wait_log("receiver listening", T), "listen").expect("listen").parse().expect("socket address");
         let recv_admin = field(&recv.wait_log("admin endpoint listening", T), "admin").expect("admin");
         let proxy = Proxy::start(listen, seed(case), faults);
-        let mut extra = vec!["--admin-addr", "127.0.0.1:0", "--server-name", "127.0.0.1"];
+        // The proxy stands for a WAN path: Ethernet-sized datagrams, as to a remote receiver
+        // (to 127.0.0.1 the sender would otherwise send 65000-byte ones, and far fewer packets).
+        let mut extra = vec!["--admin-addr", "127.0.0.1:0", "--server-name", "127.0.0.1", "--mtu-upper-bound", "1452"];
         extra.extend_from_slice(sender_extra);
         let sender = env.sender("sender", &proxy.addr().to_string(), &extra);
         let admin = field(&sender.wait_log("admin endpoint listening", T), "admin").expect("admin");

@@ -37,7 +37,11 @@ fn ships_a_new_timeline_with_its_history_into_a_zero_padded_partial() {
     let end = 0x82_6B50u64; // the valid end, as pg_waldump reports it
     walship_tests::wait_durable(&env.mirror, end, T);
 
-    let lag: serde_json::Value = serde_json::from_str(&http::get(&admin, "/v1/lag")).expect("lag json");
+    // The mirror is durable a moment before the sender has the receiver's ack for it.
+    let lag = walship_tests::eventually("the sender to hold the flush ack for the valid end", T, || {
+        let lag: serde_json::Value = serde_json::from_str(&http::get(&admin, "/v1/lag")).expect("lag json");
+        (lag["receivers"][0]["flush_pos"].as_u64() == Some(end)).then_some(lag)
+    });
     assert_eq!(lag["source"]["format"], "postgres");
     assert_eq!(lag["source"]["id"].as_str(), Some(sysid("timeline").as_str()), "the source id is the system id");
     assert_eq!(lag["source"]["end_pos"].as_u64(), Some(end), "positions are LSNs");

@@ -284,6 +284,11 @@ pub struct SendArgs {
     /// crash-torture test checks that no acknowledged flush is ever lost). Not for production.
     #[arg(long, hide = true)]
     pub debug_ack_log: Option<PathBuf>,
+    /// Largest UDP payload QUIC's path MTU discovery probes for (1200-65000) [default: 65000 to a
+    /// loopback receiver, 1452 to others]; e.g. 8952 on a jumbo-frame network. Discovery falls back
+    /// by itself where the path is smaller.
+    #[arg(long, env = "WALSHIP_MTU_UPPER_BOUND", value_parser = clap::value_parser!(u16).range(1200..=65000))]
+    pub mtu_upper_bound: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -263,6 +263,7 @@ async fn send(a: cli::SendArgs) -> Result<()> {
         rpo_target: a.rpo_target,
         sync: walship_core::sync::SyncConfig { quorum: a.sync_quorum, level: a.sync_level, timeout: a.sync_timeout.0 },
         debug_ack_log: a.debug_ack_log.clone(),
+        mtu_upper_bound: a.mtu_upper_bound,
     };
     let shutdown = shutdown_on_signal();
     if a.format == cli::Format::Postgres && !wait_for_postgres_wal(&opts.wal_dir, &shutdown).await {

@@ -63,6 +63,9 @@ pub struct SenderOptions {
     /// before the ack is acted on, so a test can check after a crash that
     /// no acknowledged flush was lost. `None` in production.
     pub debug_ack_log: Option<PathBuf>,
+    /// Largest UDP payload MTU discovery probes for; `None`: 65000 to a
+    /// loopback receiver, 1452 (Ethernet) to any other.
+    pub mtu_upper_bound: Option<u16>,
 }
 
 impl SenderOptions {
@@ -89,6 +92,7 @@ impl SenderOptions {
             },
             max_retained: None,
             debug_ack_log: None,
+            mtu_upper_bound: None,
         }
     }
 }
@@ -555,7 +559,7 @@ impl Shared {
 
 async fn target_loop(shared: Arc<Shared>, idx: usize, target: Target, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(shared.opts.backoff_initial, shared.opts.backoff_max);
-    let endpoint = match walship_net::client_endpoint_for(target.addr, &shared.opts.tls) {
+    let endpoint = match walship_net::client_endpoint_for(target.addr, &shared.opts.tls, shared.opts.mtu_upper_bound) {
         Ok(e) => e,
         Err(e) => {
             error!(receiver = %target.label, "cannot create the client endpoint: {e}");

@@ -20,13 +20,35 @@ pub const UDP_BUFFER: usize = 4 << 20;
 /// A server endpoint bound to `addr` that requires client certificates.
 /// Must be called inside a tokio runtime.
 pub fn server_endpoint(addr: SocketAddr, files: &TlsFiles) -> Result<Endpoint, NetError> {
-    server_endpoint_with(addr, tls::server_config(files)?, EndpointConfig::default())
+    server_endpoint_with(addr, tls::server_config(files)?, accept_large(EndpointConfig::default()))
+}
+
+/// The MTU discovery upper bound for a connection to `peer`: a loopback
+/// peer gets [`tls::LOOPBACK_MTU`] (lo's MTU is 64 KiB), anything else
+/// quinn's Ethernet-sized default. Per packet, QUIC pays encryption, header
+/// protection and a trip through the UDP stack: on loopback 45 times fewer
+/// packets doubled what one connection moves (docs/benchmarks.md).
+pub fn mtu_upper_bound_for(peer: SocketAddr) -> u16 {
+    if peer.ip().is_loopback() { tls::LOOPBACK_MTU } else { tls::DEFAULT_MTU_UPPER_BOUND }
+}
+
+/// Lets peers send datagrams as large as their own MTU discovery finds
+/// (quinn's default limit is 1472 bytes). Only the sending side's upper
+/// bound ([`mtu_upper_bound_for`]) decides what it probes for; accepting
+/// more costs nothing when peers never send it.
+fn accept_large(mut config: EndpointConfig) -> EndpointConfig {
+    let _ = config.max_udp_payload_size(tls::LOOPBACK_MTU);
+    config
 }
 
 /// A server endpoint for either [`TlsMode`], with the default transport and
 /// a stateless-reset key that survives restarts ([`restart_safe_config`]).
 pub fn server_endpoint_for(addr: SocketAddr, mode: &TlsMode) -> Result<Endpoint, NetError> {
-    server_endpoint_with(addr, tls::server_config_for(mode, tls::transport_config())?, restart_safe_config(mode)?)
+    server_endpoint_with(
+        addr,
+        tls::server_config_for(mode, tls::transport_config())?,
+        accept_large(restart_safe_config(mode)?),
+    )
 }
 
 /// An endpoint configuration whose stateless-reset key is derived from the
@@ -62,8 +84,16 @@ pub fn restart_safe_config(mode: &TlsMode) -> Result<EndpointConfig, NetError> {
 }
 
 /// A client endpoint for either [`TlsMode`], with the default transport.
-pub fn client_endpoint_for(peer: SocketAddr, mode: &TlsMode) -> Result<Endpoint, NetError> {
-    client_endpoint_with(peer, tls::client_config_for(mode, tls::transport_config())?, EndpointConfig::default())
+/// Its MTU discovery goes up to `mtu_upper_bound`, or by default to
+/// [`mtu_upper_bound_for`] the peer.
+pub fn client_endpoint_for(
+    peer: SocketAddr,
+    mode: &TlsMode,
+    mtu_upper_bound: Option<u16>,
+) -> Result<Endpoint, NetError> {
+    let mtu = mtu_upper_bound.unwrap_or_else(|| mtu_upper_bound_for(peer)).clamp(1200, tls::LOOPBACK_MTU);
+    let transport = tls::transport_config_with_mtu(mtu);
+    client_endpoint_with(peer, tls::client_config_for(mode, transport)?, accept_large(EndpointConfig::default()))
 }
 
 /// [`server_endpoint`] with ready-made server and endpoint configurations.
@@ -81,7 +111,8 @@ pub fn server_endpoint_with(
 /// address of the same family, port 0, with the client configuration from
 /// `files` as its default. Must be called inside a tokio runtime.
 pub fn client_endpoint(peer: SocketAddr, files: &TlsFiles) -> Result<Endpoint, NetError> {
-    client_endpoint_with(peer, tls::client_config(files)?, EndpointConfig::default())
+    let transport = tls::transport_config_with_mtu(mtu_upper_bound_for(peer));
+    client_endpoint_with(peer, tls::client_config_with(files, transport)?, accept_large(EndpointConfig::default()))
 }
 
 /// [`client_endpoint`] with ready-made client and endpoint configurations.
