@@ -27,8 +27,6 @@
 //! Then the larger backlog once more through bare quinn in this process
 //! ([`crate::bare`]), with this process's CPU time around it: the transport's
 //! own CPU cost per GB, both ends together.
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -257,37 +255,6 @@ struct Params {
     timeout: Duration,
 }
 
-/// Appends `total` bytes of pseudo-random raw WAL to 16 MiB segments in
-/// `dir`, 1 MiB per write, at most `rate` MB/s; returns the seconds taken.
-fn write_backlog(dir: &Path, total: u64, rate: Option<f64>) -> Result<f64> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let start = Instant::now();
-    let mut written = 0u64;
-    for (name, len) in data::segments(total) {
-        let path = dir.join(name);
-        let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let mut left = len;
-        while left > 0 {
-            for word in buf.chunks_exact_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                word.copy_from_slice(&state.to_le_bytes());
-            }
-            let k = left.min(buf.len() as u64) as usize;
-            f.write_all(&buf[..k]).with_context(|| format!("writing {}", path.display()))?;
-            left -= k as u64;
-            written += k as u64;
-            if let Some(rate) = rate {
-                let due = Duration::from_secs_f64(written as f64 / (rate * 1e6));
-                std::thread::sleep(due.saturating_sub(start.elapsed()));
-            }
-        }
-    }
-    Ok(start.elapsed().as_secs_f64())
-}
-
 /// The first receiver of a sender's `/v1/lag`.
 struct Lag {
     end: u64,
@@ -356,7 +323,7 @@ fn catch_up(p: &Params) -> Result<CatchUp> {
         }
         let guard = StopOnDrop(stop);
 
-        let write_secs = write_backlog(&p.source, p.bytes, p.write_rate)?;
+        let write_secs = data::write_source_paced(&p.source, p.bytes, p.write_rate)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let at_start = loop {
             let l = lag(&agent, &sender.admin)?;

@@ -99,8 +99,16 @@ pub fn segments(total: u64) -> Vec<(String, u64)> {
 /// into `dir`. No fsync: the source only has to be readable, and it lives
 /// on tmpfs.
 pub fn write_source(dir: &Path, total: u64) -> Result<()> {
+    write_source_paced(dir, total, None).map(|_| ())
+}
+
+/// [`write_source`], 1 MiB per write, at most `rate` MB/s when given (a
+/// sender tailing `dir` sees it grow); returns the seconds it took.
+pub fn write_source_paced(dir: &Path, total: u64, rate: Option<f64>) -> Result<f64> {
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut buf = vec![0u8; 1 << 20];
+    let start = std::time::Instant::now();
+    let mut written = 0u64;
     for (name, len) in segments(total) {
         let path = dir.join(name);
         let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -115,9 +123,14 @@ pub fn write_source(dir: &Path, total: u64) -> Result<()> {
             let k = left.min(buf.len() as u64) as usize;
             f.write_all(&buf[..k]).with_context(|| format!("writing {}", path.display()))?;
             left -= k as u64;
+            written += k as u64;
+            if let Some(rate) = rate {
+                let due = std::time::Duration::from_secs_f64(written as f64 / (rate * 1e6));
+                std::thread::sleep(due.saturating_sub(start.elapsed()));
+            }
         }
     }
-    Ok(())
+    Ok(start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
