@@ -245,6 +245,23 @@ fn ratio_row(target: &str, num: Option<f64>, den: Option<f64>, bar: f64, what: &
 }
 
 impl AllReport {
+    /// A report on this host with nothing run yet.
+    fn new(command: String, quick: bool) -> AllReport {
+        AllReport {
+            host: Host::probe(),
+            command,
+            quick,
+            outcomes: Vec::new(),
+            targets: Vec::new(),
+            ship: None,
+            wait: None,
+            pg: None,
+            sweep: None,
+            backlog: None,
+            fan: None,
+        }
+    }
+
     /// Runs one module and keeps its report. `pg` is synchronous (its
     /// postgres client has a runtime of its own); the others run on `rt`.
     fn run_module(&mut self, m: Module, argv: &[&str], rt: &tokio::runtime::Runtime) -> Result<()> {
@@ -497,19 +514,7 @@ pub fn run(a: &AllArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             std::fs::remove_file(&p).with_context(|| format!("removing the old plot {}", p.display()))?;
         }
     }
-    let mut report = AllReport {
-        host: Host::probe(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        quick: a.quick,
-        outcomes: Vec::new(),
-        targets: Vec::new(),
-        ship: None,
-        wait: None,
-        pg: None,
-        sweep: None,
-        backlog: None,
-        fan: None,
-    };
+    let mut report = AllReport::new(std::env::args().collect::<Vec<_>>().join(" "), a.quick);
     let todo: Vec<Module> = Module::ALL.into_iter().filter(|m| !a.skip.contains(m)).collect();
     for (i, m) in Module::ALL.into_iter().enumerate() {
         let argv = m.argv(a.quick);
@@ -606,19 +611,7 @@ mod tests {
 
     #[test]
     fn nothing_run_is_not_measured() {
-        let mut r = AllReport {
-            host: Host::probe(),
-            command: "walship-bench all --skip ship,wait,pg".into(),
-            quick: true,
-            outcomes: Vec::new(),
-            targets: Vec::new(),
-            ship: None,
-            wait: None,
-            pg: None,
-            sweep: None,
-            backlog: None,
-            fan: None,
-        };
+        let mut r = AllReport::new("walship-bench all --skip ship,wait,pg".into(), true);
         for m in Module::ALL {
             r.outcomes.push(Outcome {
                 module: m,
