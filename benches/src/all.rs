@@ -393,8 +393,8 @@ impl AllReport {
             }
             _ => Target { target: target.into(), measured: "not measured".into(), met: None },
         });
-        // Bare quinn's figure is both ends in one process; walship's like-for-like figure is
-        // sender + receiver with the mirror on tmpfs (fan, one receiver), in the same run.
+        // Bare quinn's ends run on threads of their own, so its sending end's CPU compares with
+        // walship's sender process alone (fan, one receiver, mirror on tmpfs), in the same run.
         let target = "sender CPU per GB shipped <= bare quinn's + 20 %";
         let bare = self.backlog.as_ref().and_then(|b| b.bare.as_ref());
         let fan = self.fan.as_ref();
@@ -403,13 +403,16 @@ impl AllReport {
             (Some(bare), Some(one), Some(fan)) => {
                 let gb = fan.bytes as f64 / 1e9;
                 let both = (one.sender_cpu_secs + one.receiver_cpu_secs.iter().sum::<f64>()) / gb;
-                let r = both / bare.cpu_s_per_gb;
+                let r = one.sender_cpu_s_per_gb_wal / bare.sender_cpu_s_per_gb;
                 Target {
                     target: target.into(),
                     measured: format!(
-                        "walship sender + receiver (tmpfs mirror) {both:.2} CPU s/GB vs bare quinn (both ends) \
-                         {:.2}: {r:.2} x; the sender alone {:.2} s/GB",
-                        bare.cpu_s_per_gb, one.sender_cpu_s_per_gb_wal
+                        "walship sender {:.2} CPU s/GB vs bare quinn's sending end {:.2}: {r:.2} x; sender + \
+                         receiver {both:.2} vs bare's two ends {:.2}: {:.2} x",
+                        one.sender_cpu_s_per_gb_wal,
+                        bare.sender_cpu_s_per_gb,
+                        bare.cpu_s_per_gb,
+                        both / bare.cpu_s_per_gb
                     ),
                     met: Some(r <= 1.2),
                 }

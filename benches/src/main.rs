@@ -92,7 +92,7 @@ pub(crate) struct ShipArgs {
     #[arg(long, default_value = "64MiB", value_parser = walship::cli::parse_size)]
     inflight: u64,
     /// Cases to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e")]
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
     only: Vec<Case>,
     /// Compare each mirror with the source afterwards (not timed).
     #[arg(long)]
@@ -117,6 +117,7 @@ enum Case {
     C,
     D,
     E,
+    F,
 }
 
 fn workspace_root() -> PathBuf {
@@ -233,9 +234,9 @@ pub(crate) async fn run_ship(a: &ShipArgs) -> Result<Report> {
         flush: Default::default(),
     };
 
-    let mut rs: [Vec<f64>; 5] = Default::default();
+    let mut rs: [Vec<f64>; 6] = Default::default();
     let (mut all_a, mut all_b, mut all_c, mut all_d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut all_e = Vec::new();
+    let (mut all_e, mut all_f) = (Vec::new(), Vec::new());
     for round in 1..=a.rounds.max(1) {
         println!("round {round}");
         if run(Case::A) {
@@ -277,6 +278,17 @@ pub(crate) async fn run_ship(a: &ShipArgs) -> Result<Report> {
             rs[4].push(r.mb_per_s);
             all_e.push(r);
         }
+        if run(Case::F) {
+            let out = ScratchDir::create(root.path().join("plain"))?;
+            let (src, dst, total) = (source.clone(), out.path().to_path_buf(), a.bytes);
+            let r = tokio::task::spawn_blocking(move || disk::run(&src, &dst, total))
+                .await
+                .context("case f task")?
+                .context("case f (plain writes to tmpfs)")?;
+            report.case_done("f", &r);
+            rs[5].push(r.mb_per_s);
+            all_f.push(r);
+        }
     }
     report.rounds_mb_per_s = rs;
     report.a = median_by_rate(all_a, |r| r.mb_per_s);
@@ -284,6 +296,7 @@ pub(crate) async fn run_ship(a: &ShipArgs) -> Result<Report> {
     report.c = median_by_rate(all_c, |r| r.mb_per_s);
     report.d = median_by_rate(all_d, |r| r.mb_per_s);
     report.e = median_by_rate(all_e, |r| r.mb_per_s);
+    report.f = median_by_rate(all_f, |r| r.mb_per_s);
     if on_disk {
         // The cases removed their contents; this removes the per-run directory.
         let _ = std::fs::remove_dir(&disk_dir);

@@ -265,13 +265,17 @@ pub(crate) fn cpu_secs(pid: u32) -> Result<f64> {
     Ok((u + s) as f64 / clock_ticks())
 }
 
-/// CPU seconds (user + system) this process has used so far, all threads.
+/// CPU seconds (user + system) the calling thread has used so far.
+pub(crate) fn thread_cpu_secs() -> Result<f64> {
+    rusage_cpu_secs(libc::RUSAGE_THREAD)
+}
+
 #[allow(unsafe_code)]
-pub(crate) fn self_cpu_secs() -> Result<f64> {
+fn rusage_cpu_secs(who: libc::c_int) -> Result<f64> {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `ru` points to writable memory of the right type; getrusage
     // only writes into it.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    let rc = unsafe { libc::getrusage(who, ru.as_mut_ptr()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("getrusage");
     }

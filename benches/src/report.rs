@@ -32,8 +32,12 @@ pub struct Report {
     pub d: Option<DiskResult>,
     /// e: TCP + TLS 1.3 (tokio-rustls), one connection, discard.
     pub e: Option<TcpTlsResult>,
-    /// Every round's MB/s for a, b, c, d, e (the cases above are the medians).
-    pub rounds_mb_per_s: [Vec<f64>; 5],
+    /// f: the loop of d, writing into the tmpfs that holds a's mirror: the
+    /// mirror medium's own speed (on a VM, writes to fresh tmpfs pages can
+    /// cost more than the network path).
+    pub f: Option<DiskResult>,
+    /// Every round's MB/s for a, b, c, d, e, f (the cases above are the medians).
+    pub rounds_mb_per_s: [Vec<f64>; 6],
     pub ratio_a_b: Option<f64>,
     /// walship against the conventional transport.
     pub ratio_a_e: Option<f64>,
@@ -42,6 +46,9 @@ pub struct Report {
     /// disk (d): on a machine whose disk outruns loopback QUIC, c/d cannot
     /// reach the bar however good walship is.
     pub ratio_c_min_bd: Option<f64>,
+    /// a against the slower of its two limits, the transport (b) and the
+    /// tmpfs medium (f).
+    pub ratio_a_min_bf: Option<f64>,
     pub bar: f64,
 }
 
@@ -105,11 +112,13 @@ impl Report {
             c: None,
             d: None,
             e: None,
+            f: None,
             rounds_mb_per_s: Default::default(),
             ratio_a_b: None,
             ratio_a_e: None,
             ratio_c_d: None,
             ratio_c_min_bd: None,
+            ratio_a_min_bf: None,
             bar: BAR,
         }
     }
@@ -126,6 +135,10 @@ impl Report {
         self.ratio_c_d = self.c.as_ref().zip(self.d.as_ref()).map(|(c, d)| c.mb_per_s / d.mb_per_s);
         self.ratio_c_min_bd = match (&self.b, &self.c, &self.d) {
             (Some(b), Some(c), Some(d)) => Some(c.mb_per_s / b.mb_per_s.min(d.mb_per_s)),
+            _ => None,
+        };
+        self.ratio_a_min_bf = match (&self.a, &self.b, &self.f) {
+            (Some(a), Some(b), Some(f)) => Some(a.mb_per_s / b.mb_per_s.min(f.mb_per_s)),
             _ => None,
         };
     }
@@ -147,6 +160,9 @@ impl Report {
         }
         if let Some(r) = &self.e {
             v.push(("e", "TCP + TLS 1.3 (tokio-rustls), discard", r));
+        }
+        if let Some(r) = &self.f {
+            v.push(("f", "the loop of d into tmpfs (the tmpfs mirror's medium)", r));
         }
         v
     }
@@ -192,6 +208,11 @@ impl Report {
         if let Some(r) = self.ratio_c_min_bd {
             rows.push(format!(
                 "| c / min(b, d) (c against the slower of its two limits, transport and disk) | {r:.2} | none | - |"
+            ));
+        }
+        if let Some(r) = self.ratio_a_min_bf {
+            rows.push(format!(
+                "| a / min(b, f) (a against the slower of its two limits, transport and tmpfs) | {r:.2} | none | - |"
             ));
         }
         if !rows.is_empty() {
@@ -243,8 +264,14 @@ impl Report {
         if let Some(b) = &self.b {
             let _ = writeln!(
                 s,
-                "- b: path MTU {}, {} packets sent, {} lost, {} congestion events.",
-                b.mtu, b.sent_packets, b.lost_packets, b.congestion_events
+                "- b: path MTU {}, {} packets sent, {} lost, {} congestion events; CPU s/GB: sending end {:.2}, \
+                 receiving end {:.2} (each on its own thread).",
+                b.mtu,
+                b.sent_packets,
+                b.lost_packets,
+                b.congestion_events,
+                b.sender_cpu_s_per_gb(),
+                b.receiver_cpu_s_per_gb()
             );
         }
         if let Some(d) = &self.d {
@@ -264,7 +291,8 @@ impl Report {
             "b" => "b bare quinn",
             "c" => "c walship disk",
             "d" => "d write+fdatasync",
-            _ => "e TCP+TLS",
+            "e" => "e TCP+TLS",
+            _ => "f write tmpfs",
         };
         let bars: Vec<(String, f64)> =
             self.cases().into_iter().map(|(c, _, r)| (short(c).to_string(), r.mb_per_s())).collect();
