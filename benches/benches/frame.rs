@@ -42,7 +42,7 @@ fn encode_header(c: &mut Criterion) {
 fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     for (len, name) in SIZES {
-        let wire = Frame::Data { pos: Position(1 << 30), timestamp_us: 42, payload: payload(len) }.to_bytes();
+        let wire = Frame::Data { pos: Position(1 << 30), timestamp_us: 42, payload: payload(len).into() }.to_bytes();
         // Throughput counts the payload, as for encode_header (the header is 32 bytes).
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_with_input(BenchmarkId::from_parameter(name), &wire, |b, wire| {

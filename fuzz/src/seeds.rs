@@ -64,12 +64,17 @@ pub fn golden() -> Vec<Bytes> {
     let seg = SegmentName::new("000000010000000000000001").expect("name");
     let hist = SegmentName::new("00000002.history").expect("name");
     vec![
-        Frame::Data { pos: Position(4096), timestamp_us: 1_000_000, payload: Bytes::from_static(b"hello") }.to_bytes(),
+        Frame::Data { pos: Position(4096), timestamp_us: 1_000_000, payload: Bytes::from_static(b"hello").into() }
+            .to_bytes(),
         frame::encode_segment_start(Position(0), 1, &seg),
         frame::encode_segment_end(Position(16 << 20), 2),
-        Frame::Data { pos: Position(0x0123_4567_89ab_cdef), timestamp_us: 0, payload: Bytes::from_static(&[0, 0xff]) }
-            .to_bytes(),
-        Frame::Data { pos: Position(7), timestamp_us: 42, payload: Bytes::new() }.to_bytes(),
+        Frame::Data {
+            pos: Position(0x0123_4567_89ab_cdef),
+            timestamp_us: 0,
+            payload: Bytes::from_static(&[0, 0xff]).into(),
+        }
+        .to_bytes(),
+        Frame::Data { pos: Position(7), timestamp_us: 42, payload: Bytes::new().into() }.to_bytes(),
         frame::encode_file(
             Position(8547152),
             3,
@@ -102,7 +107,7 @@ pub fn sessions() -> Vec<Seed> {
     let seg1 = SegmentName::new(crate::session::name(1).as_str()).expect("name");
     let raw_stream = [
         frame::encode_segment_start(Position(0), 1, &seg1),
-        Frame::Data { pos: Position(0), timestamp_us: 2, payload: Bytes::from_static(b"hello") }.to_bytes(),
+        Frame::Data { pos: Position(0), timestamp_us: 2, payload: Bytes::from_static(b"hello").into() }.to_bytes(),
         frame::encode_segment_end(Position(5), 3),
     ];
     let mut raw = Script::new(0, 255, 0);

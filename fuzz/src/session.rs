@@ -500,7 +500,7 @@ pub fn run(data: &[u8]) {
                 };
                 let payload = Bytes::from(vec![pos.get() as u8; len]);
                 let timestamp_us = run.next_ts();
-                run.send(Frame::Data { pos, timestamp_us, payload });
+                run.send(Frame::Data { pos, timestamp_us, payload: payload.into() });
             }
             START => {
                 let pos = pick_pos(&mut r, run.session.next_pos());

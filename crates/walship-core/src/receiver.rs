@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::frame::Frame;
+use crate::frame::{Frame, Payload};
 use crate::proto::{self, control::Msg};
 use crate::{PROTOCOL_VERSION, Position, SegmentName};
 
@@ -148,8 +148,8 @@ pub fn error_msg(code: proto::ErrorCode, message: impl Into<String>) -> Msg {
 pub enum StoreOp {
     /// Create `NAME.partial` for a segment starting at `start`.
     StartSegment { name: SegmentName, start: Position },
-    /// Write `data` at `pos` in the open segment.
-    Write { pos: Position, data: Bytes },
+    /// Write `data` at `pos` in the open segment (its chunks one after the other).
+    Write { pos: Position, data: Payload },
     /// The open segment is complete at `end`: sync, rename, record.
     CompleteSegment { end: Position },
     /// Write side file `name` (e.g. a timeline history file) durably, in

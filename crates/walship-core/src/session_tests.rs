@@ -100,7 +100,7 @@ impl Store {
             StoreOp::StartSegment { name, start } => self.segments.push((name, start, None)),
             StoreOp::Write { pos, data } => {
                 assert_eq!(pos.get() as usize, self.data.len());
-                self.data.extend_from_slice(&data);
+                self.data.extend_from_slice(&data.to_bytes());
                 self.written = pos.add(data.len() as u64);
             }
             StoreOp::CompleteSegment { end } => {
@@ -332,7 +332,8 @@ fn receiver_refuses_frames_that_do_not_fit_the_stream() {
     let now = Instant::now();
     let empty = empty_mirror();
     let mut r = ReceiverSession::new(ReceiverConfig { max_frame: 100, ack_bytes: 1, separate_apply: false }, 1, &empty);
-    let data = |p: u64, n: usize| Frame::Data { pos: Position(p), timestamp_us: 0, payload: Bytes::from(vec![1; n]) };
+    let data =
+        |p: u64, n: usize| Frame::Data { pos: Position(p), timestamp_us: 0, payload: Bytes::from(vec![1; n]).into() };
     assert!(matches!(r.handle_frame(data(0, 10), now), Err(receiver::StreamError::NoSegment(_))));
     let start = |p: u64, n: &str| Frame::SegmentStart {
         pos: Position(p),
@@ -384,12 +385,12 @@ fn a_segment_start_never_claims_the_previous_segment_flushed() {
         name: SegmentName::new(n).expect("n"),
     };
     r.handle_frame(start(0, "a"), now).expect("start a");
-    let data = Frame::Data { pos: Position(0), timestamp_us: 0, payload: src.bytes(Position(0), 3000) };
+    let data = Frame::Data { pos: Position(0), timestamp_us: 0, payload: src.bytes(Position(0), 3000).into() };
     r.handle_frame(data, now).expect("data");
     r.handle_written(Position(3000), now).expect("written");
     r.handle_frame(Frame::SegmentEnd { pos: Position(3000), timestamp_us: 0 }, now).expect("end a");
     r.handle_frame(start(3000, "b"), now).expect("start b");
-    let data = Frame::Data { pos: Position(3000), timestamp_us: 0, payload: src.bytes(Position(3000), 10) };
+    let data = Frame::Data { pos: Position(3000), timestamp_us: 0, payload: src.bytes(Position(3000), 10).into() };
     r.handle_frame(data, now).expect("data b");
     r.handle_written(Position(3010), now).expect("written b");
     let mut acks = Vec::new();
@@ -423,10 +424,10 @@ fn file_frames_become_store_writes_anywhere_and_move_no_position() {
         now,
     )
     .expect("start");
-    r.handle_frame(Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from(vec![1; 10]) }, now)
+    r.handle_frame(Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from(vec![1; 10]).into() }, now)
         .expect("data");
     assert!(matches!(r.handle_frame(file(10), now), Ok(Some(StoreOp::WriteFile { .. }))), "inside a segment too");
     // The stream goes on exactly where it was: the file took no position.
-    let next = Frame::Data { pos: Position(10), timestamp_us: 0, payload: Bytes::from(vec![2; 5]) };
+    let next = Frame::Data { pos: Position(10), timestamp_us: 0, payload: Bytes::from(vec![2; 5]).into() };
     assert!(matches!(r.handle_frame(next, now), Ok(Some(StoreOp::Write { pos: Position(10), .. }))));
 }

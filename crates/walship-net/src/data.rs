@@ -7,7 +7,7 @@
 //! decodes them on the receiving side.
 use bytes::{Bytes, BytesMut};
 use quinn::{Connection, RecvStream, SendStream};
-use walship_core::frame::{self, Frame, HEADER_LEN};
+use walship_core::frame::{self, DataInProgress, Frame, HEADER_LEN};
 
 use crate::NetError;
 
@@ -75,10 +75,18 @@ impl DataSend {
 }
 
 /// The receiving end of a data stream.
+///
+/// Reads never run past the frame in hand (`read_chunk` is asked for at most
+/// the bytes the frame still needs), so a data frame's payload is kept as the
+/// chunks quinn hands over, never copied together: headers and the small
+/// control-like frames (segment start/end, side files) go through `buf`.
 #[derive(Debug)]
 pub struct DataRecv {
     stream: RecvStream,
+    /// A header being assembled, or a whole non-data frame.
     buf: BytesMut,
+    /// The data frame whose payload is arriving.
+    data: Option<DataInProgress>,
     max_payload: u32,
 }
 
@@ -86,8 +94,7 @@ impl DataRecv {
     /// Wraps a unidirectional receive stream; frames with payloads over
     /// `max_payload` bytes are refused.
     pub fn new(stream: RecvStream, max_payload: u32) -> Self {
-        let cap = HEADER_LEN + (max_payload as usize).min(frame::DEFAULT_MAX_PAYLOAD as usize);
-        DataRecv { stream, buf: BytesMut::with_capacity(cap), max_payload }
+        DataRecv { stream, buf: BytesMut::with_capacity(HEADER_LEN), data: None, max_payload }
     }
 
     /// The next frame, or `Ok(None)` when the peer finished the stream at a
@@ -97,20 +104,57 @@ impl DataRecv {
     /// [`NetError::Truncated`].
     ///
     /// Cancel-safe: the only await is quinn's `read_chunk`, which is
-    /// cancel-safe, and received bytes are moved into the buffer kept in
+    /// cancel-safe, and received bytes are moved into the state kept in
     /// `self` before anything else can happen, so dropping the future loses
     /// nothing; the next call continues with the same partial frame.
     pub async fn next_frame(&mut self) -> Result<Option<Frame>, NetError> {
         loop {
+            if let Some(d) = &mut self.data {
+                if d.remaining() == 0 {
+                    let d = self.data.take().expect("checked above");
+                    return Ok(Some(d.finish()?));
+                }
+                match self.stream.read_chunk(d.remaining(), true).await? {
+                    Some(chunk) => {
+                        // read_chunk returns at most the length asked for.
+                        d.push(chunk.bytes).map_err(|c| NetError::Truncated { buffered: c.len() })?;
+                    }
+                    None => {
+                        let buffered = HEADER_LEN + self.data.as_ref().map_or(0, DataInProgress::received);
+                        return Err(NetError::Truncated { buffered });
+                    }
+                }
+                continue;
+            }
+            if self.buf.len() >= HEADER_LEN {
+                let h: [u8; HEADER_LEN] = self.buf[..HEADER_LEN].try_into().expect("length checked");
+                if let Some(d) = frame::start_data(&h, self.max_payload)? {
+                    self.buf.clear();
+                    self.data = Some(d);
+                    continue;
+                }
+            }
+            // A header, or the rest of a non-data frame: decode says whether it is whole.
             if let Some(frame) = frame::decode(&mut self.buf, self.max_payload)? {
                 return Ok(Some(frame));
             }
-            match self.stream.read_chunk(usize::MAX, true).await? {
+            let want = self.wanted();
+            match self.stream.read_chunk(want, true).await? {
                 Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
                 None if self.buf.is_empty() => return Ok(None),
                 None => return Err(NetError::Truncated { buffered: self.buf.len() }),
             }
         }
+    }
+
+    /// How many bytes `buf` still needs: the rest of the header, or the rest
+    /// of a (non-data) frame whose header is in.
+    fn wanted(&self) -> usize {
+        if self.buf.len() < HEADER_LEN {
+            return HEADER_LEN - self.buf.len();
+        }
+        let len = u32::from_le_bytes(self.buf[16..20].try_into().expect("header is in")) as usize;
+        (HEADER_LEN + len).saturating_sub(self.buf.len()).max(1)
     }
 
     /// Tells the peer to stop sending on this stream.

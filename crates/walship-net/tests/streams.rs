@@ -101,16 +101,21 @@ async fn data_frames_round_trip() {
     let first = rx.next_frame().await.unwrap().unwrap();
     assert_eq!(first, Frame::SegmentStart { pos: Position(0), timestamp_us: 1, name: seg });
     let mut pos = Position(0);
+    let mut chunked = 0;
     for expected in &payloads {
         match rx.next_frame().await.unwrap().unwrap() {
             Frame::Data { pos: p, timestamp_us: 2, payload } => {
                 assert_eq!(p, pos);
                 assert!(payload == *expected, "payload differs at {pos}");
                 pos = pos.add(payload.len() as u64);
+                chunked += usize::from(payload.chunks().len() > 1);
             }
             other => panic!("unexpected {other:?}"),
         }
     }
+    // A 128 KiB frame does not fit one QUIC packet: its payload is handed
+    // over in the chunks it arrived in, not copied into one buffer.
+    assert!(chunked > 0, "every payload arrived as one chunk");
     assert_eq!(rx.next_frame().await.unwrap(), Some(Frame::SegmentEnd { pos, timestamp_us: 3 }));
     assert_eq!(rx.next_frame().await.unwrap(), None);
     drop(sender.await.unwrap());
@@ -121,7 +126,7 @@ async fn corrupted_frame_is_a_crc_error_and_closes_with_a_reason() {
     let (_dir, paths) = common::certs();
     let (client, server, _ce, _se) = common::pair(&paths).await;
     let payload = Bytes::from(common::pattern(10_000, 9));
-    let good = Frame::Data { pos: Position(0), timestamp_us: 5, payload: payload.clone() }.to_bytes();
+    let good = Frame::Data { pos: Position(0), timestamp_us: 5, payload: payload.clone().into() }.to_bytes();
     let mut bad = good.to_vec();
     bad[frame::HEADER_LEN + 1234] ^= 0x01;
 
@@ -145,7 +150,8 @@ async fn corrupted_frame_is_a_crc_error_and_closes_with_a_reason() {
 async fn stream_ending_inside_a_frame_is_truncated() {
     let (_dir, paths) = common::certs();
     let (client, server, _ce, _se) = common::pair(&paths).await;
-    let whole = Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from(vec![7u8; 5000]) }.to_bytes();
+    let whole =
+        Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from(vec![7u8; 5000]).into() }.to_bytes();
     let mut tx = data::open(&client).await.unwrap();
     tx.send_bytes(whole.slice(..3000)).await.unwrap();
     tx.finish().unwrap();
@@ -171,7 +177,7 @@ async fn next_frame_survives_cancellation() {
     let (_dir, paths) = common::certs();
     let (client, server, _ce, _se) = common::pair(&paths).await;
     let payload = Bytes::from(common::pattern(50_000, 3));
-    let whole = Frame::Data { pos: Position(100), timestamp_us: 0, payload: payload.clone() }.to_bytes();
+    let whole = Frame::Data { pos: Position(100), timestamp_us: 0, payload: payload.clone().into() }.to_bytes();
     let mut tx = data::open(&client).await.unwrap();
     tx.send_bytes(whole.slice(..20_000)).await.unwrap();
 

@@ -82,7 +82,9 @@ impl Disk {
                 if pos != self.written() {
                     return Err(format!("store: write at {pos}, written is {}", self.written()));
                 }
-                self.data.extend_from_slice(&data);
+                for chunk in data.chunks() {
+                    self.data.extend_from_slice(chunk);
+                }
                 Ok(false)
             }
             StoreOp::CompleteSegment { end } => {

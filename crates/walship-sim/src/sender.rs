@@ -119,7 +119,7 @@ impl World {
                 }
                 Some(Transmit::SegmentEnd { pos, timestamp_us }) => Frame::SegmentEnd { pos, timestamp_us },
                 Some(Transmit::Data { pos, len, timestamp_us }) => {
-                    Frame::Data { pos, timestamp_us, payload: self.source.read(pos, len)? }
+                    Frame::Data { pos, timestamp_us, payload: self.source.read(pos, len)?.into() }
                 }
             };
             self.send_frame(i, frame.to_bytes());

@@ -26,6 +26,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::Position;
 use crate::segment::{SegmentName, SegmentNameError};
 
+mod payload;
+pub use payload::Payload;
+
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 32;
 /// The four magic bytes that open every frame.
@@ -44,7 +47,7 @@ const KIND_FILE: u8 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// WAL bytes starting at `pos`.
-    Data { pos: Position, timestamp_us: u64, payload: Bytes },
+    Data { pos: Position, timestamp_us: u64, payload: Payload },
     /// A new segment begins at `pos`; its bytes follow in data frames.
     SegmentStart { pos: Position, timestamp_us: u64, name: SegmentName },
     /// The current segment is complete; it ends at `pos` (exclusive).
@@ -78,8 +81,12 @@ impl Frame {
     /// the hot path uses [`encode_header`] and sends the payload as is).
     pub fn to_bytes(&self) -> Bytes {
         let file;
+        let data;
         let (kind, payload): (u8, &[u8]) = match self {
-            Frame::Data { payload, .. } => (KIND_DATA, payload),
+            Frame::Data { payload, .. } => {
+                data = payload.to_bytes();
+                (KIND_DATA, &data[..])
+            }
             Frame::SegmentStart { name, .. } => (KIND_SEGMENT_START, name.as_str().as_bytes()),
             Frame::SegmentEnd { .. } => (KIND_SEGMENT_END, &[]),
             Frame::File { name, contents, .. } => {
@@ -167,6 +174,9 @@ pub enum FrameError {
     /// A file frame whose payload is shorter than its name length says.
     #[error("file frame at position {0}: payload shorter than its name")]
     FileTooShort(Position),
+    /// A data frame finished before all of its payload arrived.
+    #[error("data frame at position {pos}: {missing} payload bytes missing")]
+    Incomplete { pos: Position, missing: usize },
 }
 
 /// Decodes one frame from the front of `buf`.
@@ -187,28 +197,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: u32) -> Result<Option<Frame>, Fra
         return Ok(None);
     }
     let h: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().map_err(|_| FrameError::BadMagic([0; 4]))?;
-    let magic = [h[0], h[1], h[2], h[3]];
-    if magic != MAGIC {
-        return Err(FrameError::BadMagic(magic));
-    }
-    if h[4] != VERSION {
-        return Err(FrameError::BadVersion(h[4]));
-    }
-    let kind = h[5];
-    if kind > KIND_FILE {
-        return Err(FrameError::BadKind(kind));
-    }
-    let flags = u16::from_le_bytes([h[6], h[7]]);
-    if flags != 0 {
-        return Err(FrameError::BadFlags(flags));
-    }
-    let pos = Position(u64::from_le_bytes(h[8..16].try_into().unwrap_or_default()));
-    let len = u32::from_le_bytes(h[16..20].try_into().unwrap_or_default());
-    let timestamp_us = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
-    let expected = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
-    if len > max_payload {
-        return Err(FrameError::TooLong { len, max: max_payload });
-    }
+    let Header { kind, pos, len, timestamp_us, expected } = parse_header(&h, max_payload)?;
     let total = HEADER_LEN + len as usize;
     if buf.len() < total {
         buf.reserve(total - buf.len());
@@ -224,7 +213,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: u32) -> Result<Option<Frame>, Fra
     buf.advance(HEADER_LEN);
     let payload = buf.split_to(len as usize).freeze();
     let frame = match kind {
-        KIND_DATA => Frame::Data { pos, timestamp_us, payload },
+        KIND_DATA => Frame::Data { pos, timestamp_us, payload: payload.into() },
         KIND_SEGMENT_START => {
             let name =
                 SegmentName::from_bytes(&payload).map_err(|source| FrameError::BadSegmentName { pos, source })?;
@@ -247,6 +236,115 @@ pub fn decode(buf: &mut BytesMut, max_payload: u32) -> Result<Option<Frame>, Fra
         }
     };
     Ok(Some(frame))
+}
+
+/// A checked header's fields.
+struct Header {
+    kind: u8,
+    pos: Position,
+    len: u32,
+    timestamp_us: u64,
+    expected: u32,
+}
+
+/// Checks magic, version, kind, flags and length (the checksum needs the payload).
+fn parse_header(h: &[u8; HEADER_LEN], max_payload: u32) -> Result<Header, FrameError> {
+    let magic = [h[0], h[1], h[2], h[3]];
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic(magic));
+    }
+    if h[4] != VERSION {
+        return Err(FrameError::BadVersion(h[4]));
+    }
+    let kind = h[5];
+    if kind > KIND_FILE {
+        return Err(FrameError::BadKind(kind));
+    }
+    let flags = u16::from_le_bytes([h[6], h[7]]);
+    if flags != 0 {
+        return Err(FrameError::BadFlags(flags));
+    }
+    let pos = Position(u64::from_le_bytes(h[8..16].try_into().unwrap_or_default()));
+    let len = u32::from_le_bytes(h[16..20].try_into().unwrap_or_default());
+    let timestamp_us = u64::from_le_bytes(h[20..28].try_into().unwrap_or_default());
+    let expected = u32::from_le_bytes(h[28..32].try_into().unwrap_or_default());
+    if len > max_payload {
+        return Err(FrameError::TooLong { len, max: max_payload });
+    }
+    Ok(Header { kind, pos, len, timestamp_us, expected })
+}
+
+/// A data frame whose header has been checked and whose payload is still
+/// arriving: the streaming counterpart of [`decode`] for a receiver that
+/// takes the payload in the transport's chunks instead of copying it into
+/// one buffer. Feed it exactly [`remaining`](Self::remaining) bytes with
+/// [`push`](Self::push), then [`finish`](Self::finish) checks the CRC.
+#[derive(Debug)]
+pub struct DataInProgress {
+    pos: Position,
+    timestamp_us: u64,
+    expected: u32,
+    remaining: usize,
+    crc: crc32fast::Hasher,
+    payload: Payload,
+}
+
+/// Reads a whole header: `Ok(Some(_))` for a data frame, whose payload is
+/// then taken chunk by chunk; `Ok(None)` for a valid header of another kind
+/// (decode the whole frame with [`decode`]); an error as [`decode`] gives.
+pub fn start_data(h: &[u8; HEADER_LEN], max_payload: u32) -> Result<Option<DataInProgress>, FrameError> {
+    let Header { kind, pos, len, timestamp_us, expected } = parse_header(h, max_payload)?;
+    if kind != KIND_DATA {
+        return Ok(None);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[..28]);
+    // A 128 KiB frame over loopback QUIC arrives in two or three chunks.
+    Ok(Some(DataInProgress {
+        pos,
+        timestamp_us,
+        expected,
+        remaining: len as usize,
+        crc,
+        payload: Payload::with_capacity(4),
+    }))
+}
+
+impl DataInProgress {
+    /// Payload bytes still to come.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Payload bytes taken so far.
+    pub fn received(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Takes the next chunk of the payload; it must not be longer than
+    /// [`remaining`](Self::remaining) (the excess is refused, untouched).
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+        if chunk.len() > self.remaining {
+            return Err(chunk);
+        }
+        self.remaining -= chunk.len();
+        self.crc.update(&chunk);
+        self.payload.push(chunk);
+        Ok(())
+    }
+
+    /// The frame, once every payload byte arrived and the CRC matches.
+    /// Called early, it reports the frame as truncated by the bytes missing.
+    pub fn finish(self) -> Result<Frame, FrameError> {
+        if self.remaining > 0 {
+            return Err(FrameError::Incomplete { pos: self.pos, missing: self.remaining });
+        }
+        let actual = self.crc.finalize();
+        if actual != self.expected {
+            return Err(FrameError::Crc { pos: self.pos, expected: self.expected, actual });
+        }
+        Ok(Frame::Data { pos: self.pos, timestamp_us: self.timestamp_us, payload: self.payload })
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ fn vectors() -> Vec<Vector> {
             let timestamp_us = field(block, "timestamp_us").parse().expect("timestamp");
             let payload = hex::decode(field(block, "payload-hex").replace(' ', "")).expect("payload hex");
             let frame = match field(block, "kind") {
-                "data" => Frame::Data { pos, timestamp_us, payload: Bytes::from(payload) },
+                "data" => Frame::Data { pos, timestamp_us, payload: Bytes::from(payload).into() },
                 "segment-start" => Frame::SegmentStart {
                     pos,
                     timestamp_us,
@@ -73,14 +73,14 @@ fn golden_vectors_from_format_md() {
 #[test]
 fn header_matches_whole_frame_encoding() {
     let payload = b"some wal bytes";
-    let f = Frame::Data { pos: Position(77), timestamp_us: 5, payload: Bytes::from_static(payload) };
+    let f = Frame::Data { pos: Position(77), timestamp_us: 5, payload: Bytes::from_static(payload).into() };
     let whole = f.to_bytes();
     assert_eq!(&whole[..HEADER_LEN], &encode_header(Position(77), 5, payload)[..]);
 }
 
 #[test]
 fn every_corruption_is_detected() {
-    let f = Frame::Data { pos: Position(1 << 40), timestamp_us: 123, payload: Bytes::from(vec![7u8; 300]) };
+    let f = Frame::Data { pos: Position(1 << 40), timestamp_us: 123, payload: Bytes::from(vec![7u8; 300]).into() };
     let good = f.to_bytes();
     for i in 0..good.len() {
         for bit in [0x01u8, 0x80] {
@@ -98,7 +98,7 @@ fn every_corruption_is_detected() {
 
 #[test]
 fn named_errors() {
-    let f = Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from_static(b"abc") };
+    let f = Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from_static(b"abc").into() };
     let mut b = BytesMut::from(&f.to_bytes()[..]);
     b[HEADER_LEN] ^= 1;
     assert!(matches!(decode(&mut b, 100), Err(FrameError::Crc { .. })));
@@ -122,7 +122,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     let name = "[A-Za-z0-9_-][A-Za-z0-9_.-]{0,40}".prop_filter_map("valid name", |s| SegmentName::new(&s).ok());
     prop_oneof![
         (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..2048))
-            .prop_map(|(p, t, v)| Frame::Data { pos: Position(p), timestamp_us: t, payload: Bytes::from(v) }),
+            .prop_map(|(p, t, v)| Frame::Data { pos: Position(p), timestamp_us: t, payload: Bytes::from(v).into() }),
         (any::<u64>(), any::<u64>(), name).prop_map(|(p, t, name)| Frame::SegmentStart {
             pos: Position(p),
             timestamp_us: t,
@@ -173,17 +173,59 @@ proptest! {
 #[ignore = "prints the golden vectors for FORMAT.md"]
 fn print_vectors() {
     let frames = [
-        Frame::Data { pos: Position(4096), timestamp_us: 1_000_000, payload: Bytes::from_static(b"hello") },
+        Frame::Data { pos: Position(4096), timestamp_us: 1_000_000, payload: Bytes::from_static(b"hello").into() },
         Frame::SegmentStart {
             pos: Position(0),
             timestamp_us: 1,
             name: SegmentName::new("000000010000000000000001").expect("name"),
         },
         Frame::SegmentEnd { pos: Position(16 << 20), timestamp_us: 2 },
-        Frame::Data { pos: Position(0x0123_4567_89AB_CDEF), timestamp_us: 0, payload: Bytes::from_static(&[0, 0xff]) },
-        Frame::Data { pos: Position(7), timestamp_us: 42, payload: Bytes::new() },
+        Frame::Data {
+            pos: Position(0x0123_4567_89AB_CDEF),
+            timestamp_us: 0,
+            payload: Bytes::from_static(&[0, 0xff]).into(),
+        },
+        Frame::Data { pos: Position(7), timestamp_us: 42, payload: Bytes::new().into() },
     ];
     for f in frames {
         println!("{f:?}\n{}", hex::encode(f.to_bytes()));
     }
+}
+
+#[test]
+fn a_data_frame_taken_in_chunks_decodes_as_a_whole_one() {
+    let payload = Bytes::from((0..5000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let wire = Frame::Data { pos: Position(9000), timestamp_us: 7, payload: payload.clone().into() }.to_bytes();
+    let h: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("ok");
+    let mut d = start_data(&h, DEFAULT_MAX_PAYLOAD).expect("ok").expect("a data header");
+    assert_eq!(d.remaining(), 5000);
+    for piece in [HEADER_LEN..HEADER_LEN + 1, HEADER_LEN + 1..HEADER_LEN + 3000, HEADER_LEN + 3000..wire.len()] {
+        d.push(wire.slice(piece)).expect("ok");
+    }
+    assert_eq!(d.received(), 5000);
+    let whole = decode(&mut BytesMut::from(&wire[..]), DEFAULT_MAX_PAYLOAD).expect("ok").expect("ok");
+    let streamed = d.finish().expect("ok");
+    assert_eq!(streamed, whole);
+    let Frame::Data { payload: p, .. } = streamed else { panic!("not data") };
+    assert_eq!(p.chunks().len(), 3);
+}
+
+#[test]
+fn a_chunked_data_frame_is_checked_like_a_whole_one() {
+    let wire =
+        Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from_static(b"abcdef").into() }.to_bytes();
+    let h: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("ok");
+    // A flipped payload bit: the CRC says so.
+    let mut d = start_data(&h, DEFAULT_MAX_PAYLOAD).expect("ok").expect("ok");
+    d.push(Bytes::from_static(b"abcdeg")).expect("ok");
+    assert!(matches!(d.finish(), Err(FrameError::Crc { .. })));
+    // More than the frame holds is refused and handed back; too little is incomplete.
+    let mut d = start_data(&h, DEFAULT_MAX_PAYLOAD).expect("ok").expect("ok");
+    assert_eq!(d.push(Bytes::from_static(b"abcdefg")).expect_err("refused").len(), 7);
+    d.push(Bytes::from_static(b"abc")).expect("ok");
+    assert!(matches!(d.finish(), Err(FrameError::Incomplete { missing: 3, .. })));
+    // Header checks are decode's: a payload over the limit, and other kinds are not data.
+    assert!(matches!(start_data(&h, 5), Err(FrameError::TooLong { len: 6, max: 5 })));
+    let end = encode_segment_end(Position(6), 0);
+    assert!(start_data(&end[..HEADER_LEN].try_into().expect("ok"), DEFAULT_MAX_PAYLOAD).expect("ok").is_none());
 }
