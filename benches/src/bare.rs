@@ -9,8 +9,6 @@
 //! sender and receiver do with one receiver each; so the CPU time of each
 //! thread (`getrusage(RUSAGE_THREAD)`) is the CPU of that end, and the
 //! sender's can be compared with walship's sender alone.
-use std::fs::File;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -115,22 +113,10 @@ fn run_threads(source: PathBuf, certs: CertPaths, total: u64, chunk: usize, time
             let conn = walship_net::connect(&client, addr, "localhost").await?;
             let mut tx = conn.open_uni().await?;
             let mut sent = 0u64;
-            for (name, _) in data::segments(total) {
-                let path = source.join(&name);
-                let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                loop {
-                    // No zeroing: read_to_end fills the spare capacity directly.
-                    let mut buf = Vec::with_capacity(chunk);
-                    let k = (&mut f)
-                        .take(chunk as u64)
-                        .read_to_end(&mut buf)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    if k == 0 {
-                        break;
-                    }
-                    sent += k as u64;
-                    tx.write_chunk(Bytes::from(buf)).await?;
-                }
+            for buf in data::source_chunks(&source, total, chunk) {
+                let buf = buf?;
+                sent += buf.len() as u64;
+                tx.write_chunk(Bytes::from(buf)).await?;
             }
             tx.finish()?;
             if sent != total {

@@ -1,7 +1,7 @@
 //! Test data and scratch space: sizes, free-space checks, the pre-written
 //! raw WAL and directories that remove themselves.
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -93,6 +93,35 @@ pub fn segments(total: u64) -> Vec<(String, u64)> {
         n += 1;
     }
     out
+}
+
+/// The source's `total` bytes in order, read (plain reads) `chunk` bytes at a
+/// time: the sending side of the transport-only cases.
+pub fn source_chunks(dir: &Path, total: u64, chunk: usize) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+    let mut segs = segments(total).into_iter();
+    let mut open: Option<(PathBuf, File)> = None;
+    std::iter::from_fn(move || {
+        loop {
+            let (path, f) = match &mut open {
+                Some(o) => o,
+                None => {
+                    let (name, _) = segs.next()?;
+                    let path = dir.join(&name);
+                    match File::open(&path) {
+                        Ok(f) => open.insert((path, f)),
+                        Err(e) => return Some(Err(e).with_context(|| format!("opening {}", path.display()))),
+                    }
+                }
+            };
+            // No zeroing: read_to_end fills the spare capacity directly.
+            let mut buf = Vec::with_capacity(chunk);
+            match f.take(chunk as u64).read_to_end(&mut buf) {
+                Ok(0) => open = None,
+                Ok(_) => return Some(Ok(buf)),
+                Err(e) => return Some(Err(e).with_context(|| format!("reading {}", path.display()))),
+            }
+        }
+    })
 }
 
 /// Writes `total` bytes of pseudo-random raw WAL as [`SEGMENT`]-sized files

@@ -3,8 +3,6 @@
 //! authentication as walship), read in the same chunks, discarded by the
 //! server. The conventional transport an operator would compare QUIC with:
 //! kernel TCP, segmentation offload and no user-space congestion control.
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,22 +92,10 @@ pub async fn run(
     let cipher_suite =
         tls.get_ref().1.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
     let mut sent = 0u64;
-    let mut buf = Vec::with_capacity(chunk);
-    for (name, _) in data::segments(total) {
-        let path = source.join(&name);
-        let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        loop {
-            buf.clear();
-            let k = (&mut f)
-                .take(chunk as u64)
-                .read_to_end(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if k == 0 {
-                break;
-            }
-            sent += k as u64;
-            tls.write_all(&buf).await?;
-        }
+    for buf in data::source_chunks(source, total, chunk) {
+        let buf = buf?;
+        sent += buf.len() as u64;
+        tls.write_all(&buf).await?;
     }
     // close_notify, then FIN: the server reads to the end.
     tls.shutdown().await?;
