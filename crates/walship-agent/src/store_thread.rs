@@ -110,14 +110,7 @@ fn apply(mirror: &mut Mirror, op: StoreOp, events: &mpsc::UnboundedSender<StoreE
             mirror.start_segment(&name, start)?;
             let _ = events.send(StoreEvent::Written(mirror.written_pos()));
         }
-        StoreOp::Write { pos, data } => {
-            // The chunks the frame arrived in, each at the position the last one ended.
-            let mut at = pos;
-            for chunk in data.chunks() {
-                mirror.write(at, chunk)?;
-                at = at.add(chunk.len() as u64);
-            }
-        }
+        StoreOp::Write { pos, data } => mirror.write_chunks(pos, data.chunks())?,
         StoreOp::WriteFile { name, contents } => {
             mirror.write_file(&name, &contents)?;
             tracing::info!(file = %name, bytes = contents.len(), "side file written");

@@ -7,7 +7,7 @@
 //! decodes them on the receiving side.
 use bytes::{Bytes, BytesMut};
 use quinn::{Connection, RecvStream, SendStream};
-use walship_core::frame::{self, DataInProgress, Frame, HEADER_LEN};
+use walship_core::frame::{self, Frame, HEADER_LEN, Started};
 
 use crate::NetError;
 
@@ -86,7 +86,7 @@ pub struct DataRecv {
     /// A header being assembled, or a whole non-data frame.
     buf: BytesMut,
     /// The data frame whose payload is arriving.
-    data: Option<DataInProgress>,
+    data: Option<frame::DataInProgress>,
     max_payload: u32,
 }
 
@@ -114,47 +114,39 @@ impl DataRecv {
                     let d = self.data.take().expect("checked above");
                     return Ok(Some(d.finish()?));
                 }
+                // read_chunk hands back at most the length asked for.
                 match self.stream.read_chunk(d.remaining(), true).await? {
-                    Some(chunk) => {
-                        // read_chunk returns at most the length asked for.
-                        d.push(chunk.bytes).map_err(|c| NetError::Truncated { buffered: c.len() })?;
-                    }
-                    None => {
-                        let buffered = HEADER_LEN + self.data.as_ref().map_or(0, DataInProgress::received);
-                        return Err(NetError::Truncated { buffered });
-                    }
+                    Some(chunk) => d.push(chunk.bytes)?,
+                    None => return Err(NetError::Truncated { buffered: HEADER_LEN + d.received() }),
                 }
                 continue;
             }
-            if self.buf.len() >= HEADER_LEN {
+            // How many bytes `buf` needs: the rest of the header, or the rest of a non-data frame.
+            let want = if self.buf.len() < HEADER_LEN {
+                // decode refuses a wrong magic before the whole header is in.
+                frame::decode(&mut self.buf, self.max_payload)?;
+                HEADER_LEN - self.buf.len()
+            } else {
                 let h: [u8; HEADER_LEN] = self.buf[..HEADER_LEN].try_into().expect("length checked");
-                if let Some(d) = frame::start_data(&h, self.max_payload)? {
-                    self.buf.clear();
-                    self.data = Some(d);
-                    continue;
+                match frame::start(&h, self.max_payload)? {
+                    Started::Data(d) => {
+                        self.buf.clear();
+                        self.data = Some(d);
+                        continue;
+                    }
+                    Started::Whole { total } if self.buf.len() >= total => {
+                        let frame = frame::decode(&mut self.buf, self.max_payload)?;
+                        return Ok(Some(frame.expect("a whole frame is in the buffer")));
+                    }
+                    Started::Whole { total } => total - self.buf.len(),
                 }
-            }
-            // A header, or the rest of a non-data frame: decode says whether it is whole.
-            if let Some(frame) = frame::decode(&mut self.buf, self.max_payload)? {
-                return Ok(Some(frame));
-            }
-            let want = self.wanted();
+            };
             match self.stream.read_chunk(want, true).await? {
                 Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
                 None if self.buf.is_empty() => return Ok(None),
                 None => return Err(NetError::Truncated { buffered: self.buf.len() }),
             }
         }
-    }
-
-    /// How many bytes `buf` still needs: the rest of the header, or the rest
-    /// of a (non-data) frame whose header is in.
-    fn wanted(&self) -> usize {
-        if self.buf.len() < HEADER_LEN {
-            return HEADER_LEN - self.buf.len();
-        }
-        let len = u32::from_le_bytes(self.buf[16..20].try_into().expect("header is in")) as usize;
-        (HEADER_LEN + len).saturating_sub(self.buf.len()).max(1)
     }
 
     /// Tells the peer to stop sending on this stream.

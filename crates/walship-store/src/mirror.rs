@@ -289,6 +289,14 @@ impl Mirror {
     /// Writes `data` at `pos`, which must be the written position, into the
     /// current segment (it must fit, for fixed-size segments).
     pub fn write(&mut self, pos: Position, data: &[u8]) -> Result<(), StoreError> {
+        self.write_chunks(pos, &[data])
+    }
+
+    /// Writes `chunks`, one after the other, at `pos` as [`write`](Self::write)
+    /// writes one buffer: checked once for the whole, and all or nothing (a
+    /// failure leaves the written position where it was). A receiver hands
+    /// over a frame's payload in the chunks it arrived in.
+    pub fn write_chunks<B: AsRef<[u8]>>(&mut self, pos: Position, chunks: &[B]) -> Result<(), StoreError> {
         self.check_poisoned()?;
         let (Some(cur), Some(seg)) = (self.current.as_mut(), self.segments.last()) else {
             return Err(StoreError::NoOpenSegment { pos });
@@ -296,7 +304,7 @@ impl Mirror {
         if pos != self.written {
             return Err(StoreError::OutOfOrder { expected: self.written, got: pos });
         }
-        let len = data.len() as u64;
+        let len: u64 = chunks.iter().map(|c| c.as_ref().len() as u64).sum();
         if pos.get().checked_add(len).is_none() {
             return Err(StoreError::PastEnd { pos, len });
         }
@@ -306,23 +314,29 @@ impl Mirror {
             let end = base.add(size);
             return Err(StoreError::DoesNotFit { name: seg.name.to_string(), pos, len, end });
         }
-        if data.is_empty() {
+        if len == 0 {
             return Ok(());
         }
-        let off = pos.since(base);
-        if let Err(e) = pwrite_all(&cur.file, &cur.path, data, off) {
-            // Bytes may have landed past the written position: put the tail back.
-            let tail = if size > 0 {
-                zero_range(&cur.file, &cur.path, off, off + len)
-            } else {
-                set_len(&cur.file, &cur.path, off)
-            };
-            if let Err(t) = tail {
-                self.poisoned = Some(format!("after a failed write, restoring the tail failed: {t}"));
+        let start = pos.since(base);
+        let mut off = start;
+        for chunk in chunks.iter().map(AsRef::as_ref) {
+            if let Err(e) = pwrite_all(&cur.file, &cur.path, chunk, off) {
+                // Bytes may have landed past the written position: put the tail back.
+                let tail = if size > 0 {
+                    zero_range(&cur.file, &cur.path, start, off + chunk.len() as u64)
+                } else {
+                    set_len(&cur.file, &cur.path, start)
+                };
+                if let Err(t) = tail {
+                    self.poisoned = Some(format!("after a failed write, restoring the tail failed: {t}"));
+                }
+                return Err(e);
             }
-            return Err(e);
+            off += chunk.len() as u64;
         }
-        cur.hasher.update(data);
+        for chunk in chunks {
+            cur.hasher.update(chunk.as_ref());
+        }
         self.written = pos.add(len);
         Ok(())
     }

@@ -52,6 +52,29 @@ fn failed_pwrite_keeps_written_pos_and_trims_the_torn_tail() {
 }
 
 #[test]
+fn a_frame_in_chunks_is_written_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = open(tmp.path());
+    m.bind(&Identity { segment_size: 16, ..raw() }).unwrap();
+    m.start_segment(&name("s1"), Position(0)).unwrap();
+    m.write_chunks(Position(0), &[&b"hel"[..], b"", b"lo"]).unwrap();
+    assert_eq!(m.written_pos(), Position(5));
+    // Checked as one: the last chunk would not fit, so none is written.
+    let err = m.write_chunks(Position(5), &[&[1u8; 8][..], &[2u8; 4]]).unwrap_err();
+    assert!(matches!(err, StoreError::DoesNotFit { len: 12, .. }), "{err}");
+    assert_eq!(m.written_pos(), Position(5));
+    // A failed write puts every chunk's bytes back.
+    arm("pwrite");
+    assert!(m.write_chunks(Position(5), &[&b"wor"[..], b"ld"]).is_err());
+    assert_eq!(m.written_pos(), Position(5));
+    m.write_chunks(Position(5), &[&b"wor"[..], b"ld"]).unwrap();
+    assert_eq!(m.flush().unwrap(), Position(10));
+    let mut want = b"helloworld".to_vec();
+    want.resize(16, 0);
+    assert_eq!(std::fs::read(tmp.path().join("s1.partial")).unwrap(), want);
+}
+
+#[test]
 fn failed_pwrite_in_fixed_segment_rezeroes_the_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let mut m = open(tmp.path());

@@ -177,6 +177,9 @@ pub enum FrameError {
     /// A data frame finished before all of its payload arrived.
     #[error("data frame at position {pos}: {missing} payload bytes missing")]
     Incomplete { pos: Position, missing: usize },
+    /// More payload bytes were offered than a data frame's header says it holds.
+    #[error("data frame at position {pos}: {extra} bytes past its payload")]
+    Overrun { pos: Position, extra: usize },
 }
 
 /// Decodes one frame from the front of `buf`.
@@ -274,10 +277,10 @@ fn parse_header(h: &[u8; HEADER_LEN], max_payload: u32) -> Result<Header, FrameE
     Ok(Header { kind, pos, len, timestamp_us, expected })
 }
 
-/// A data frame whose header has been checked and whose payload is still
-/// arriving: the streaming counterpart of [`decode`] for a receiver that
-/// takes the payload in the transport's chunks instead of copying it into
-/// one buffer. Feed it exactly [`remaining`](Self::remaining) bytes with
+/// A data frame whose header has been checked ([`start`]) and whose payload
+/// is still arriving: the streaming counterpart of [`decode`] for a receiver
+/// that takes the payload in the transport's chunks instead of copying it
+/// into one buffer. Feed it exactly [`remaining`](Self::remaining) bytes with
 /// [`push`](Self::push), then [`finish`](Self::finish) checks the CRC.
 #[derive(Debug)]
 pub struct DataInProgress {
@@ -289,25 +292,26 @@ pub struct DataInProgress {
     payload: Payload,
 }
 
-/// Reads a whole header: `Ok(Some(_))` for a data frame, whose payload is
-/// then taken chunk by chunk; `Ok(None)` for a valid header of another kind
-/// (decode the whole frame with [`decode`]); an error as [`decode`] gives.
-pub fn start_data(h: &[u8; HEADER_LEN], max_payload: u32) -> Result<Option<DataInProgress>, FrameError> {
+/// What a whole header says comes next.
+#[derive(Debug)]
+pub enum Started {
+    /// A data frame: take its payload chunk by chunk.
+    Data(DataInProgress),
+    /// Another kind: [`decode`] the frame once `total` bytes (header included) are in.
+    Whole { total: usize },
+}
+
+/// Reads a whole header, with the checks [`decode`] makes before the payload.
+pub fn start(h: &[u8; HEADER_LEN], max_payload: u32) -> Result<Started, FrameError> {
     let Header { kind, pos, len, timestamp_us, expected } = parse_header(h, max_payload)?;
     if kind != KIND_DATA {
-        return Ok(None);
+        return Ok(Started::Whole { total: HEADER_LEN + len as usize });
     }
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[..28]);
     // A 128 KiB frame over loopback QUIC arrives in two or three chunks.
-    Ok(Some(DataInProgress {
-        pos,
-        timestamp_us,
-        expected,
-        remaining: len as usize,
-        crc,
-        payload: Payload::with_capacity(4),
-    }))
+    let payload = Payload::with_capacity(4);
+    Ok(Started::Data(DataInProgress { pos, timestamp_us, expected, remaining: len as usize, crc, payload }))
 }
 
 impl DataInProgress {
@@ -321,11 +325,11 @@ impl DataInProgress {
         self.payload.len()
     }
 
-    /// Takes the next chunk of the payload; it must not be longer than
-    /// [`remaining`](Self::remaining) (the excess is refused, untouched).
-    pub fn push(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+    /// Takes the next chunk of the payload; a chunk longer than
+    /// [`remaining`](Self::remaining) is refused and nothing is taken.
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), FrameError> {
         if chunk.len() > self.remaining {
-            return Err(chunk);
+            return Err(FrameError::Overrun { pos: self.pos, extra: chunk.len() - self.remaining });
         }
         self.remaining -= chunk.len();
         self.crc.update(&chunk);

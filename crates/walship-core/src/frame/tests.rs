@@ -197,7 +197,7 @@ fn a_data_frame_taken_in_chunks_decodes_as_a_whole_one() {
     let payload = Bytes::from((0..5000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let wire = Frame::Data { pos: Position(9000), timestamp_us: 7, payload: payload.clone().into() }.to_bytes();
     let h: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("ok");
-    let mut d = start_data(&h, DEFAULT_MAX_PAYLOAD).expect("ok").expect("a data header");
+    let Started::Data(mut d) = start(&h, DEFAULT_MAX_PAYLOAD).expect("ok") else { panic!("not a data header") };
     assert_eq!(d.remaining(), 5000);
     for piece in [HEADER_LEN..HEADER_LEN + 1, HEADER_LEN + 1..HEADER_LEN + 3000, HEADER_LEN + 3000..wire.len()] {
         d.push(wire.slice(piece)).expect("ok");
@@ -216,16 +216,17 @@ fn a_chunked_data_frame_is_checked_like_a_whole_one() {
         Frame::Data { pos: Position(0), timestamp_us: 0, payload: Bytes::from_static(b"abcdef").into() }.to_bytes();
     let h: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("ok");
     // A flipped payload bit: the CRC says so.
-    let mut d = start_data(&h, DEFAULT_MAX_PAYLOAD).expect("ok").expect("ok");
+    let Started::Data(mut d) = start(&h, DEFAULT_MAX_PAYLOAD).expect("ok") else { panic!("not a data header") };
     d.push(Bytes::from_static(b"abcdeg")).expect("ok");
     assert!(matches!(d.finish(), Err(FrameError::Crc { .. })));
     // More than the frame holds is refused and handed back; too little is incomplete.
-    let mut d = start_data(&h, DEFAULT_MAX_PAYLOAD).expect("ok").expect("ok");
-    assert_eq!(d.push(Bytes::from_static(b"abcdefg")).expect_err("refused").len(), 7);
+    let Started::Data(mut d) = start(&h, DEFAULT_MAX_PAYLOAD).expect("ok") else { panic!("not a data header") };
+    assert!(matches!(d.push(Bytes::from_static(b"abcdefg")), Err(FrameError::Overrun { extra: 1, .. })));
     d.push(Bytes::from_static(b"abc")).expect("ok");
     assert!(matches!(d.finish(), Err(FrameError::Incomplete { missing: 3, .. })));
     // Header checks are decode's: a payload over the limit, and other kinds are not data.
-    assert!(matches!(start_data(&h, 5), Err(FrameError::TooLong { len: 6, max: 5 })));
+    assert!(matches!(start(&h, 5), Err(FrameError::TooLong { len: 6, max: 5 })));
     let end = encode_segment_end(Position(6), 0);
-    assert!(start_data(&end[..HEADER_LEN].try_into().expect("ok"), DEFAULT_MAX_PAYLOAD).expect("ok").is_none());
+    let h_end: [u8; HEADER_LEN] = end[..HEADER_LEN].try_into().expect("ok");
+    assert!(matches!(start(&h_end, DEFAULT_MAX_PAYLOAD), Ok(Started::Whole { total: HEADER_LEN })));
 }
