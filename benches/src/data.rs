@@ -172,4 +172,27 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s[2], ("00000002.wal".to_string(), 5));
     }
+
+    #[test]
+    fn source_chunks_read_every_segment_in_order() {
+        let dir = std::env::temp_dir().join(format!("walship-bench-chunks-{}", std::process::id()));
+        let dir = ScratchDir::create(dir).expect("scratch dir");
+        let total = SEGMENT + 300_000;
+        write_source(dir.path(), total).expect("write source");
+        let chunk = 1 << 20;
+        let mut got = Vec::new();
+        for c in source_chunks(dir.path(), total, chunk) {
+            let c = c.expect("chunk");
+            assert!(!c.is_empty() && c.len() <= chunk, "chunk of {} bytes", c.len());
+            got.extend_from_slice(&c);
+        }
+        let mut want = std::fs::read(dir.path().join("00000000.wal")).expect("segment 0");
+        want.extend(std::fs::read(dir.path().join("00000001.wal")).expect("segment 1"));
+        assert_eq!(got.len() as u64, total);
+        assert!(got == want, "the chunks differ from the segments");
+        // A missing segment is an error naming it, not a short read.
+        std::fs::remove_file(dir.path().join("00000001.wal")).expect("remove");
+        let err = source_chunks(dir.path(), total, chunk).find_map(Result::err).expect("an error");
+        assert!(format!("{err:#}").contains("00000001.wal"), "{err:#}");
+    }
 }
