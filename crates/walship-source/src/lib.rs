@@ -13,7 +13,8 @@ mod error;
 mod list;
 mod map;
 pub mod pgtail;
-pub mod postgres;
+/// The PostgreSQL WAL format (its own crate, shared with the store's recovery).
+pub use walship_pgwal as postgres;
 pub mod tailer;
 mod watch;
 
