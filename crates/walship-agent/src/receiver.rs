@@ -592,7 +592,7 @@ fn foreign_source(shared: &Shared, id: &Identity) -> Option<String> {
 /// The format's name as stored in the mirror's identity.
 pub fn format_name(f: proto::Format) -> &'static str {
     match f {
-        proto::Format::Postgres => "postgres",
+        proto::Format::Postgres => walship_store::POSTGRES_FORMAT,
         _ => "raw",
     }
 }

@@ -35,7 +35,7 @@ mod tests;
 
 pub use control::{ControlState, SegmentRecord};
 pub use error::StoreError;
-pub use mirror::Mirror;
+pub use mirror::{Mirror, POSTGRES_FORMAT};
 pub use recovery::{RecoveryReport, read_durable};
 pub use types::{Identity, ResumePoint, ResumeSegment};
 pub use verify::{SegmentReport, SegmentStatus, VerifyReport, verify};

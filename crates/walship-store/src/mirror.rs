@@ -69,6 +69,24 @@ impl Seg {
 /// `start`. Fixed-size segments (PostgreSQL) are aligned files: a segment
 /// that starts mid-file (a new timeline that branched inside it) holds the
 /// previous segment's bytes before its start. Raw segments start at their file's start.
+/// Whether recovery can find how far the current (last) segment is valid
+/// from its WAL records: a PostgreSQL segment whose file holds it from its
+/// first byte (the long page header with the cluster's geometry included),
+/// following a complete segment on the mirror (which holds the start of a
+/// record continued across the boundary). Then `walship.pos` needs no
+/// fdatasync of its own (see [`crate::posfile`]).
+pub(crate) fn wal_checkable(id: &Identity, segments: &[Seg]) -> bool {
+    let [.., prev, seg] = segments else { return false };
+    id.format == POSTGRES_FORMAT
+        && id.segment_size > 0
+        && seg.end.is_none()
+        && seg.start == seg.base(id.segment_size)
+        && prev.end == Some(seg.start)
+}
+
+/// [`Identity::format`] of PostgreSQL WAL.
+pub const POSTGRES_FORMAT: &str = "postgres";
+
 pub(crate) fn file_base(start: Position, size: u64) -> Position {
     if size > 0 { Position(start.0 - start.0 % size) } else { start }
 }
@@ -343,7 +361,9 @@ impl Mirror {
 
     /// Makes everything written durable: fdatasync the `.partial`, then record
     /// the new durable position (in `walship.pos` when nothing but the position
-    /// changed, otherwise in the control file). Returns the durable
+    /// changed, otherwise in the control file). For a PostgreSQL segment
+    /// received from its first byte that record is not synced: recovery can
+    /// read the durable end off the WAL itself (see [`crate::posfile`]). Returns the durable
     /// position; a no-op when nothing is unflushed. On a failed fdatasync the
     /// unflushed bytes are discarded (see the module docs).
     pub fn flush(&mut self) -> Result<Position, StoreError> {
@@ -361,7 +381,10 @@ impl Mirror {
         }
         match self.segments.last() {
             // Only the position moved inside the current segment: the cheap record.
-            Some(seg) if !self.dirty && seg.end.is_none() => self.pos.write(seg.start.0, self.written.0)?,
+            Some(seg) if !self.dirty && seg.end.is_none() => {
+                let sync = !self.identity.as_ref().is_some_and(|id| wal_checkable(id, &self.segments));
+                self.pos.write(seg.start.0, self.written.0, sync)?
+            }
             _ => {
                 let mut state = self.state();
                 state.durable_pos = self.written.0;

@@ -16,18 +16,27 @@
 //!    the current segment in `walship.pos` (see [`crate::posfile`]) wins. If there is none, the mirror is
 //!    empty — unless the directory holds segment files, which is refused
 //!    ([`StoreError::MissingControl`]).
-//! 3. For the current (incomplete) segment: if only the final `NAME` exists
+//! 3. For the current segment of a PostgreSQL mirror, when bytes past that
+//!    position are not zero and the segment follows a complete one (see
+//!    [`crate::posfile`] for why `walship.pos` may be older than the last
+//!    flush there): the WAL is walked from the previous segment's first
+//!    record, as PostgreSQL's recovery does, and the end of the last
+//!    complete record whose page headers and CRC check becomes the durable
+//!    position if it is further (after an fdatasync, since those bytes may
+//!    have been in the page cache only).
+//! 4. For the current (incomplete) segment: if only the final `NAME` exists
 //!    (crash between the rename and the control update), it is renamed back to
 //!    `NAME.partial`; the sender will re-complete it. The `.partial` is then cut
 //!    back to `durable_pos - start` bytes (raw format) or zeroed past that
 //!    point while keeping its full size (fixed-size segments).
-//! 4. Every other `*.partial` (a segment started after the last control
+//! 5. Every other `*.partial` (a segment started after the last control
 //!    update) is removed.
 //!
 //! Afterwards the written position equals the durable position.
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use walship_core::{Position, SegmentName};
@@ -36,7 +45,7 @@ use crate::control::{self, CONTROL_FILE, CONTROL_TMP, ControlState, control_path
 use crate::fsio::{
     crc_range, end_of_nonzero, failpoint, remove_file, rename, set_len, sync_data, sync_dir, zero_range,
 };
-use crate::mirror::{Current, Seg};
+use crate::mirror::{Current, Seg, wal_checkable};
 use crate::posfile::{POS_FILE, PosFile};
 use crate::{Mirror, StoreError};
 
@@ -96,7 +105,14 @@ impl Mirror {
 
         let current = match segments.last() {
             Some(seg) if seg.end.is_none() => {
-                Some(recover_current(dir, seg, durable, size, &mut report, &mut dir_changed)?)
+                let checkable = state.identity.as_ref().is_some_and(|id| wal_checkable(id, &segments));
+                // The previous segment, complete, holds the start of a record continued into this one.
+                let prev = segments.len().checked_sub(2).map(|i| dir.join(segments[i].file_name(size)));
+                let prev = prev.filter(|_| checkable);
+                let mut cur = CurrentSeg { seg, size, prev, durable };
+                let current = recover_current(dir, &mut cur, &mut report, &mut dir_changed)?;
+                durable = cur.durable;
+                Some(current)
             }
             _ => None,
         };
@@ -211,15 +227,26 @@ pub(crate) fn parse_table(state: &ControlState, path: &Path) -> Result<(Vec<Seg>
     Ok((segments, durable))
 }
 
+/// The current segment as recovery sees it.
+struct CurrentSeg<'a> {
+    seg: &'a Seg,
+    size: u64,
+    /// When its WAL can be walked to find how far it is valid
+    /// ([`wal_checkable`]): the previous segment's file.
+    prev: Option<PathBuf>,
+    /// The recorded durable position; recovery may raise it to the end of
+    /// the valid WAL.
+    durable: Position,
+}
+
 /// Brings the current segment's `.partial` back to exactly the durable point.
 fn recover_current(
     dir: &Path,
-    seg: &Seg,
-    durable: Position,
-    size: u64,
+    cur: &mut CurrentSeg<'_>,
     report: &mut RecoveryReport,
     dir_changed: &mut bool,
 ) -> Result<Current, StoreError> {
+    let (seg, size) = (cur.seg, cur.size);
     let path = dir.join(seg.name.partial_name());
     let final_path = dir.join(seg.name.as_str());
     match (exists(&path)?, exists(&final_path)?) {
@@ -243,7 +270,8 @@ fn recover_current(
             return Err(StoreError::Inconsistent {
                 path,
                 reason: format!(
-                    "missing, but the control file records it as the current segment (durable position {durable})"
+                    "missing, but the control file records it as the current segment (durable position {})",
+                    cur.durable
                 ),
             });
         }
@@ -251,7 +279,8 @@ fn recover_current(
     failpoint("open").map_err(StoreError::io("open", &path))?;
     let file = OpenOptions::new().read(true).write(true).open(&path).map_err(StoreError::io("open", &path))?;
     let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
-    let (first, keep) = (seg.start.since(seg.base(size)), durable.since(seg.base(size)));
+    let durable = cur.durable;
+    let (first, mut keep) = (seg.start.since(seg.base(size)), durable.since(seg.base(size)));
     if len < keep {
         return Err(StoreError::Inconsistent {
             path,
@@ -261,6 +290,23 @@ fn recover_current(
     let mut changed = false;
     if size > 0 {
         let dirty_end = end_of_nonzero(&file, &path, keep, len)?;
+        // `walship.pos` may be older than the last flush (it is not synced for
+        // such segments): the WAL records past it that check are durable data.
+        if let Some(prev) = &cur.prev
+            && dirty_end > keep
+            && let Some(end) = wal_valid_end(prev, &file, &path, seg.base(size), size, len, report)?
+            && end > durable
+        {
+            report.actions.push(format!(
+                "durable position {end} from the WAL records in {} (the position recorded was {durable})",
+                path.display()
+            ));
+            cur.durable = end;
+            keep = end.since(seg.base(size));
+            // They may have reached only the page cache before a crash.
+            changed = true;
+        }
+        let durable = cur.durable;
         if dirty_end > keep {
             zero_range(&file, &path, keep, dirty_end)?;
             report.discarded_bytes += dirty_end - keep;
@@ -291,6 +337,59 @@ fn recover_current(
     }
     let hasher = crc_range(&file, &path, first, keep - first)?;
     Ok(Current { path, file, durable_hasher: hasher.clone(), hasher })
+}
+
+/// The end of the last complete WAL record in the current PostgreSQL segment
+/// (`path`, `size` bytes of which `len` are present, starting at `base`)
+/// whose page headers and CRC check, walked as PostgreSQL's recovery does
+/// from the first record of the previous segment (`prev`), so that a record
+/// continued across the boundary counts too. Without `prev` (an operator
+/// removed it) the walk starts at the current segment's first record.
+/// `None` when no record in the current segment checks.
+fn wal_valid_end(
+    prev: &Path,
+    file: &fs::File,
+    path: &Path,
+    base: Position,
+    size: u64,
+    len: u64,
+    report: &mut RecoveryReport,
+) -> Result<Option<Position>, StoreError> {
+    use walship_pgwal::{PageHeader, WalGeometry, WalInput, WalkOptions, find_first_record, valid_end};
+    let read = |file: &fs::File, path: &Path, len: u64| -> Result<Vec<u8>, StoreError> {
+        let mut buf = vec![0u8; usize::try_from(len.min(size)).unwrap_or(usize::MAX)];
+        file.read_exact_at(&mut buf, 0).map_err(StoreError::io("read", path))?;
+        Ok(buf)
+    };
+    let cur = read(file, path, len)?;
+    let Some(long) = PageHeader::parse(&cur).ok().and_then(|h| h.long) else { return Ok(None) };
+    let Ok(geometry) = WalGeometry::new(u64::from(long.seg_size), u64::from(long.block_size)) else {
+        return Ok(None);
+    };
+    if geometry.seg_size() != size {
+        return Ok(None);
+    }
+    let opts = WalkOptions { system_identifier: Some(long.sysid), ..WalkOptions::default() };
+    let walk = |from: u64, segments: &[&[u8]]| -> Option<Position> {
+        let input = WalInput::new(geometry, from, segments);
+        let first = find_first_record(input, from, opts).ok()?;
+        let walk = valid_end(input, first.0, opts);
+        (walk.records > 0 && walk.end > base).then_some(walk.end)
+    };
+    let prev_bytes = match fs::File::open(prev) {
+        Ok(f) => Some(read(&f, prev, size)?),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            report.actions.push(format!(
+                "{} is missing: a record continued from it into {} cannot be checked",
+                prev.display(),
+                path.display()
+            ));
+            None
+        }
+        Err(e) => return Err(StoreError::io("open", prev)(e)),
+    };
+    let across = prev_bytes.as_deref().and_then(|p| walk(base.0 - size, &[p, &cur]));
+    Ok(across.or_else(|| walk(base.0, &[&cur])))
 }
 
 fn exists(path: &Path) -> Result<bool, StoreError> {

@@ -321,3 +321,5 @@ fn random_operations_then_a_power_cut_keep_every_acknowledged_byte() {
     assert!(fig.rolled_back > 0 && fig.discarded > 0, "{fig:?}");
     assert!(fig.kept > 0 && fig.zeroed > 0 && fig.torn > 0, "every harsh fate drawn: {fig:?}");
 }
+
+mod pg;
