@@ -95,11 +95,14 @@ fn default_threads() -> usize {
 }
 
 fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads.max(1))
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")
+    let mut builder = if worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(worker_threads);
+        b
+    };
+    builder.enable_all().build().context("starting the tokio runtime")
 }
 
 /// Cancelled on SIGINT or SIGTERM.
