@@ -4,8 +4,8 @@
 //!   positions are offsets in the concatenation of the segments in name
 //!   order; see the [`tailer`] module) and hands out their bytes as zero-copy
 //!   [`bytes::Bytes`] slices of read-only memory maps.
-//! * [`Watcher`] tells when the directory may have changed (inotify through
-//!   the `notify` crate, with a polling safety net and fallback).
+//! * [`Watcher`] tells when the directory may have changed (inotify, read on
+//!   the tokio runtime itself, with a polling safety net and fallback).
 //!
 //! * The PostgreSQL format (LSN positions, page and record validation, the
 //!   valid end) uses the same tailer: [`SourceFormat::Postgres`], see [`pgtail`].

@@ -1,33 +1,53 @@
 //! Change notification for the WAL directory.
 //!
-//! File events come from the `notify` crate (inotify on Linux): a write to a
-//! segment raises `IN_MODIFY` on the directory watch, `notify`'s thread calls
-//! our handler, and the handler wakes the tailer's task through a
-//! [`tokio::sync::Notify`]. Waking is all it does: what changed is learnt by
+//! File events come from inotify, read on the tokio runtime itself: the
+//! inotify descriptor is registered with the reactor ([`AsyncFd`]), so a
+//! write to a segment wakes the task waiting in [`Watcher::changed`]
+//! directly, with no thread of our own in between (the `notify` crate's
+//! thread used to sit there: one more wake-up and context switch per
+//! commit). The watch asks only for changes (`IN_MODIFY`, `IN_ATTRIB`,
+//! `IN_CLOSE_WRITE`, entry creation, removal and renames, and the directory
+//! itself going away), so our own opens and reads of segments raise nothing.
+//!
+//! Waking is all an event does: what changed is learnt by
 //! [`crate::Tailer::refresh`], so a lost, merged or spurious event costs
 //! nothing but a refresh. Because inotify queues can overflow, and some file
 //! systems (network mounts) raise no events at all, [`Watcher::changed`] also
-//! resolves on a poll tick; when no watcher can be created, polling is all
+//! resolves on a poll tick; when no watch can be created, polling is all
 //! there is.
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, EventKind, ModifyKind};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
-use tokio::sync::Notify;
+use inotify::{EventMask, Inotify, WatchMask};
+use tokio::io::unix::AsyncFd;
 
 use crate::error::SourceError;
 
 /// Shortest poll interval: a zero interval would spin.
 const MIN_POLL: Duration = Duration::from_millis(1);
 
+/// What the watch asks the kernel for: changes only.
+const WATCH_MASK: WatchMask = WatchMask::MODIFY
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF);
+
+/// Events that change a file's contents or metadata but no entry of the
+/// directory: they need a stat, not a listing.
+const DATA_ONLY: EventMask = EventMask::MODIFY.union(EventMask::ATTRIB).union(EventMask::CLOSE_WRITE);
+
 #[derive(Debug, Default)]
 struct Shared {
-    notify: Notify,
     last_event: Mutex<Option<Instant>>,
     /// The first event since [`Watcher::take_first_event`] last ran.
     first_event: Mutex<Option<Instant>>,
@@ -38,12 +58,25 @@ struct Shared {
     last_relist: Mutex<Option<Instant>>,
 }
 
+/// The inotify instance and its read buffer, behind a lock because reading
+/// needs `&mut`, and the raw descriptor for the reactor.
+struct Queue {
+    inner: Mutex<(Inotify, Box<[u8]>)>,
+    fd: RawFd,
+}
+
+impl AsRawFd for Queue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
 /// Tells when the WAL directory may have changed.
 pub struct Watcher {
     dir: PathBuf,
-    shared: Arc<Shared>,
-    /// Kept alive for as long as events are wanted; dropping it stops notify's thread.
-    inner: Option<RecommendedWatcher>,
+    shared: Shared,
+    /// `None`: polling only.
+    queue: Option<AsyncFd<Queue>>,
     poll_interval: Duration,
 }
 
@@ -59,17 +92,16 @@ impl fmt::Debug for Watcher {
 
 impl Watcher {
     /// Watches `dir` (non-recursively) for file events, and polls every `poll_interval` as a
-    /// safety net. If no watcher can be created (no inotify instances left, unsupported file
-    /// system), logs a warning and polls every `fallback_poll_interval` instead. Fails only if
-    /// `dir` is not a readable directory.
+    /// safety net. If no watch can be created (no inotify instances left, unsupported file
+    /// system, or no tokio runtime to read events on), logs a warning and polls every
+    /// `fallback_poll_interval` instead. Fails only if `dir` is not a readable directory.
     pub fn new(dir: &Path, poll_interval: Duration, fallback_poll_interval: Duration) -> Result<Watcher, SourceError> {
         check_dir(dir)?;
-        let shared = Arc::new(Shared::default());
-        match start_watcher(dir, Arc::clone(&shared)) {
-            Ok(inner) => Ok(Watcher {
+        match start_watch(dir) {
+            Ok(queue) => Ok(Watcher {
                 dir: dir.to_path_buf(),
-                shared,
-                inner: Some(inner),
+                shared: Shared::default(),
+                queue: Some(queue),
                 poll_interval: poll_interval.max(MIN_POLL),
             }),
             Err(e) => {
@@ -90,46 +122,108 @@ impl Watcher {
         check_dir(dir)?;
         Ok(Watcher {
             dir: dir.to_path_buf(),
-            shared: Arc::new(Shared::default()),
-            inner: None,
+            shared: Shared::default(),
+            queue: None,
             poll_interval: poll_interval.max(MIN_POLL),
         })
     }
 
-    /// Resolves when the directory may have changed: a file event arrived since the last
-    /// call returned (or while waiting), or a poll interval went by. Wake-ups may be spurious.
+    /// Resolves when the directory may have changed: a file event arrived since events were
+    /// last read (or arrives while waiting), or a poll interval went by. Wake-ups may be
+    /// spurious.
     ///
-    /// Cancellation-safe: an event that arrives while nobody waits is kept for the next call,
-    /// and one delivered to a call that is then cancelled is passed on to the next call, so
-    /// using this in `tokio::select!` loses no event.
+    /// Cancellation-safe: events stay in the kernel's queue, and the descriptor's readiness
+    /// in the reactor, until this reads them, which it does without waiting and then
+    /// returns; so using this in `tokio::select!` loses no event.
     pub async fn changed(&self) {
-        tokio::select! {
-            () = self.shared.notify.notified() => {}
-            () = tokio::time::sleep(self.poll_interval) => {}
+        let Some(queue) = &self.queue else {
+            tokio::time::sleep(self.poll_interval).await;
+            return;
+        };
+        let tick = tokio::time::sleep(self.poll_interval);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                ready = queue.readable() => match ready {
+                    Ok(mut guard) => {
+                        let seen = self.read_events();
+                        // Read to EAGAIN: clear what this guard saw (an event after the
+                        // read is a newer readiness, which this leaves set).
+                        guard.clear_ready();
+                        if seen {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(dir = %self.dir.display(), error = %e, "inotify readiness failed; polling");
+                        tick.as_mut().await;
+                        return;
+                    }
+                },
+                () = tick.as_mut() => return,
+            }
         }
     }
 
-    /// When the last file event was seen (for detection-delay metrics); `None` if none yet,
+    /// Reads every queued event without waiting and notes what they say. Whether any was read.
+    fn read_events(&self) -> bool {
+        let Some(queue) = &self.queue else { return false };
+        let mut guard = lock(&queue.get_ref().inner);
+        let (inotify, buf) = &mut *guard;
+        let mut seen = false;
+        loop {
+            match inotify.read_events(buf) {
+                Ok(events) => {
+                    for event in events {
+                        seen = true;
+                        if !DATA_ONLY.contains(event.mask.difference(EventMask::ISDIR)) {
+                            // Created, removed, renamed, the directory itself, or a queue overflow.
+                            self.shared.entries_changed.store(true, Ordering::Release);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Something changed, we do not know what.
+                    tracing::debug!(dir = %self.dir.display(), error = %e, "reading inotify events failed; refreshing");
+                    self.shared.entries_changed.store(true, Ordering::Release);
+                    seen = true;
+                    break;
+                }
+            }
+        }
+        if seen {
+            let now = Instant::now();
+            *lock(&self.shared.last_event) = Some(now);
+            lock(&self.shared.first_event).get_or_insert(now);
+        }
+        seen
+    }
+
+    /// When the last file event was read (for detection-delay metrics); `None` if none yet,
     /// and always when polling only.
     pub fn last_event(&self) -> Option<Instant> {
-        *self.shared.last_event.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.shared.last_event)
     }
 
     /// The first file event since the previous call, and forget it: the
     /// earliest moment the bytes a refresh then finds can have been seen,
-    /// for detection delay and for honest "observed at" times.
+    /// for detection delay and for honest "observed at" times. Events are
+    /// timed when [`Watcher::changed`] reads them, as it wakes; one still
+    /// queued counts from the next wake-up, and the refresh it causes.
     pub fn take_first_event(&self) -> Option<Instant> {
-        self.shared.first_event.lock().unwrap_or_else(PoisonError::into_inner).take()
+        lock(&self.shared.first_event).take()
     }
 
     /// Whether the directory should be listed again: an entry was created,
     /// removed or renamed since the last call that said yes (or the watcher
     /// lost events, or only polls), or a poll interval has passed since then.
     /// Appends to a segment do not count. Clears the flag *before* the
-    /// caller lists, so an entry event during the listing is not lost.
+    /// caller lists, so an entry event during the listing is not lost; one
+    /// not read yet sets it again when [`Watcher::changed`] reads it.
     pub fn take_entries_changed(&self) -> bool {
         let flagged = self.shared.entries_changed.swap(false, Ordering::AcqRel);
-        let mut last = self.shared.last_relist.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = lock(&self.shared.last_relist);
         let now = Instant::now();
         let due = last.is_none_or(|t| now.saturating_duration_since(t) >= self.poll_interval);
         if flagged || due || self.is_polling_only() {
@@ -141,13 +235,17 @@ impl Watcher {
 
     /// Whether changes are noticed only by polling.
     pub fn is_polling_only(&self) -> bool {
-        self.inner.is_none()
+        self.queue.is_none()
     }
 
     /// The poll interval in use.
     pub fn poll_interval(&self) -> Duration {
         self.poll_interval
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_dir(dir: &Path) -> Result<(), SourceError> {
@@ -159,34 +257,19 @@ fn check_dir(dir: &Path) -> Result<(), SourceError> {
     Ok(())
 }
 
-fn start_watcher(dir: &Path, shared: Arc<Shared>) -> notify::Result<RecommendedWatcher> {
-    let log_dir = dir.to_path_buf();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(event) => {
-            // Opening or reading a segment (our own reads among them) changes nothing.
-            if matches!(event.kind, EventKind::Access(AccessKind::Open(_) | AccessKind::Read)) {
-                return;
-            }
-            // Data written to a segment needs a stat, not a directory read;
-            // anything else (create, remove, rename, unknown) needs both.
-            if !matches!(
-                event.kind,
-                EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) | EventKind::Access(_)
-            ) {
-                shared.entries_changed.store(true, Ordering::Release);
-            }
-            let now = Instant::now();
-            *shared.last_event.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-            shared.first_event.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(now);
-            shared.notify.notify_one();
-        }
-        Err(e) => {
-            // Typically a queue overflow: something changed, we do not know what.
-            tracing::debug!(dir = %log_dir.display(), error = %e, "wal directory watcher error; refreshing");
-            shared.entries_changed.store(true, Ordering::Release);
-            shared.notify.notify_one();
-        }
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+/// An inotify instance (non-blocking) watching `dir`, registered with the current runtime's reactor.
+fn start_watch(dir: &Path) -> io::Result<AsyncFd<Queue>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("no tokio runtime to read file events on"));
+    }
+    let inotify = Inotify::init()?;
+    inotify.watches().add(dir, WATCH_MASK)?;
+    let fd = inotify.as_raw_fd();
+    let queue = Queue { inner: Mutex::new((inotify, vec![0u8; 4096].into_boxed_slice())), fd };
+    // SAFETY: `fd` belongs to the `Inotify` that the `Queue` owns, so it stays
+    // open, and refers to the same inotify instance, for as long as the `AsyncFd`
+    // holds the `Queue`; `as_raw_fd` always returns that same `fd`.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register(queue) };
+    registered.map_err(io::Error::from)
 }

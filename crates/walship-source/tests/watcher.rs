@@ -144,7 +144,7 @@ fn watching_a_missing_directory_is_an_error() {
     assert!(Watcher::polling_only(missing, LONG).is_err());
 }
 
-/// Whether the watcher asks for a listing within `limit` (events reach it through notify's thread).
+/// Whether the watcher asks for a listing within `limit`.
 async fn asks_to_list_within(watcher: &Watcher, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -199,8 +199,8 @@ fn without_events_every_refresh_lists() -> Result {
     Ok(())
 }
 
-#[test]
-fn a_poll_interval_without_events_lists_again() -> Result {
+#[tokio::test]
+async fn a_poll_interval_without_events_lists_again() -> Result {
     let d = tempfile::tempdir()?;
     let poll = Duration::from_millis(30);
     let watcher = Watcher::new(d.path(), poll, poll)?;
@@ -211,5 +211,41 @@ fn a_poll_interval_without_events_lists_again() -> Result {
         std::thread::yield_now();
     }
     assert!(listed.elapsed() >= poll, "listed again after {:?}, before the poll interval", listed.elapsed());
+    Ok(())
+}
+
+/// The names of this process's threads.
+fn thread_names() -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for task in fs::read_dir("/proc/self/task")? {
+        names.push(fs::read_to_string(task?.path().join("comm"))?.trim().to_string());
+    }
+    Ok(names)
+}
+
+/// Events are read on the runtime's own thread: no watcher thread sits
+/// between a write and the task waiting for it.
+#[tokio::test]
+async fn events_are_read_on_the_runtime_without_a_thread_of_their_own() -> Result {
+    let d = tempfile::tempdir()?;
+    let before = thread_names()?;
+    let watcher = Watcher::new(d.path(), LONG, LONG)?;
+    assert!(!watcher.is_polling_only());
+    fs::write(d.path().join("seg1"), b"x")?;
+    tokio::time::timeout(Duration::from_secs(5), watcher.changed()).await?;
+    let after = thread_names()?;
+    let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(new.is_empty(), "the watcher started threads {new:?}");
+    assert!(!after.iter().any(|n| n.contains("notify")), "threads: {after:?}");
+    Ok(())
+}
+
+/// Outside a runtime there is no reactor to read events on: polling, said plainly.
+#[test]
+fn without_a_runtime_the_watcher_polls() -> Result {
+    let d = tempfile::tempdir()?;
+    let watcher = Watcher::new(d.path(), LONG, Duration::from_millis(5))?;
+    assert!(watcher.is_polling_only());
+    assert_eq!(watcher.poll_interval(), Duration::from_millis(5));
     Ok(())
 }
