@@ -1,5 +1,7 @@
-//! Cases a and c: walship itself, a Receiver and a Sender in this process
-//! (as `walship demo` runs them), shipping a backlog that is already on
+//! Cases a and c: walship itself, a Receiver and a Sender in this process,
+//! each on a current-thread runtime of a thread of its own (as `walship
+//! receive` and `walship send` with one receiver run them, and as bare
+//! quinn's two ends run in case b), shipping a backlog that is already on
 //! disk when the sender starts.
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -105,23 +107,50 @@ fn probe_admin(url: &str, running: &std::sync::atomic::AtomicBool) -> AdminLaten
     }
 }
 
+/// Runs `make()`'s future on a current-thread runtime of a thread of its
+/// own, as `walship send` (one receiver) and `walship receive` run theirs,
+/// and as bare quinn's two ends run in case b.
+fn own_thread<F>(name: &str, make: impl FnOnce() -> F + Send + 'static) -> Result<std::thread::JoinHandle<Result<()>>>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")?;
+        rt.block_on(make())
+    });
+    thread.context("starting a thread")
+}
+
+/// Waits for a thread started by [`own_thread`] without blocking the runtime.
+async fn join(name: &str, t: std::thread::JoinHandle<Result<()>>) -> Result<()> {
+    let joined = tokio::task::spawn_blocking(move || t.join()).await.context("joining")?;
+    joined.map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?
+}
+
 /// Ships `p.total` bytes into a new mirror at `mirror` (the receiver creates
 /// it) and times it from sender start until the sender sees them flushed on
-/// the receiver.
+/// the receiver. The receiver and the sender each run on a thread of their
+/// own (see [`own_thread`]).
 pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
-    let receiver = Receiver::bind(ReceiverOptions {
+    let shutdown = CancellationToken::new();
+    let (recv_tx, recv_rx) = tokio::sync::oneshot::channel();
+    let recv_opts = ReceiverOptions {
         flush: p.flush,
         ..ReceiverOptions::new("127.0.0.1:0".parse()?, mirror.to_path_buf(), p.certs.server(), "bench-receiver")
-    })
-    .context("starting the receiver")?;
-    let addr = receiver.local_addr()?;
-    let recv_handle = receiver.handle();
-    let shutdown = CancellationToken::new();
-    let recv_task = tokio::spawn(receiver.run(shutdown.clone()));
+    };
+    let stop = shutdown.clone();
+    let recv_thread = own_thread("bench-receiver", move || async move {
+        let receiver = Receiver::bind(recv_opts).context("starting the receiver")?;
+        let _ = recv_tx.send((receiver.local_addr()?, receiver.handle()));
+        receiver.run(stop).await.context("receiver")
+    })?;
+    let Ok((addr, recv_handle)) = recv_rx.await else {
+        return Err(join("receiver", recv_thread).await.err().unwrap_or_else(|| anyhow::anyhow!("no receiver")));
+    };
 
     let sampler = Sampler::start();
     let start = Instant::now();
-    let sender = Sender::new(SenderOptions {
+    let send_opts = SenderOptions {
         max_frame: p.max_frame,
         max_inflight: p.max_inflight,
         backoff_initial: Duration::from_millis(50),
@@ -132,22 +161,35 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
             vec![Target { addr, server_name: "localhost".into(), label: addr.to_string() }],
             p.certs.client(),
         )
-    })
-    .context("starting the sender")?;
-    let handle = sender.handle();
-    // The admin endpoint, polled from a plain thread while shipping at full
-    // speed: does /v1/lag stay responsive?
-    let admin = walship_admin::AdminServer::bind("127.0.0.1:0".parse()?, walship_admin::Role::Sender(handle.clone()))
-        .await
-        .context("binding the admin endpoint")?;
-    let admin_url = format!("http://{}/v1/lag", admin.local_addr()?);
-    let admin_task = tokio::spawn(admin.run(shutdown.clone()));
+    };
+    let (send_tx, send_rx) = tokio::sync::oneshot::channel();
+    let stop = shutdown.clone();
+    let send_thread = own_thread("bench-sender", move || async move {
+        let sender = Sender::new(send_opts).context("starting the sender")?;
+        let handle = sender.handle();
+        // The admin endpoint, on the sender's runtime as in `walship send`,
+        // polled from a plain thread while shipping at full speed: does
+        // /v1/lag stay responsive?
+        let admin =
+            walship_admin::AdminServer::bind("127.0.0.1:0".parse()?, walship_admin::Role::Sender(handle.clone()))
+                .await
+                .context("binding the admin endpoint")?;
+        let _ = send_tx.send((handle, format!("http://{}/v1/lag", admin.local_addr()?)));
+        let admin_task = tokio::spawn(admin.run(stop.clone()));
+        sender.run(stop).await.context("sender")?;
+        let _ = admin_task.await;
+        Ok(())
+    })?;
+    let Ok((handle, admin_url)) = send_rx.await else {
+        shutdown.cancel();
+        let _ = join("receiver", recv_thread).await;
+        return Err(join("sender", send_thread).await.err().unwrap_or_else(|| anyhow::anyhow!("no sender")));
+    };
     let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let probe = {
         let probing = probing.clone();
         std::thread::spawn(move || probe_admin(&admin_url, &probing))
     };
-    let send_task = tokio::spawn(sender.run(shutdown.clone()));
 
     let mut handshake_secs = None;
     let outcome = loop {
@@ -176,9 +218,8 @@ pub async fn run(p: &ShipParams<'_>, mirror: &Path) -> Result<ShipResult> {
     probing.store(false, std::sync::atomic::Ordering::Relaxed);
     let admin_latency = probe.join().map_err(|_| anyhow::anyhow!("admin probe panicked"))?;
     shutdown.cancel();
-    let _ = admin_task.await;
-    send_task.await.context("sender task")?.context("sender")?;
-    recv_task.await.context("receiver task")?.context("receiver")?;
+    join("sender", send_thread).await?;
+    join("receiver", recv_thread).await?;
     let (elapsed, frames_sent, reconnects) = outcome?;
     let fsync = FsyncStats::from_histogram(&recv_handle.stats().fsync);
 
