@@ -154,7 +154,7 @@ fn random_flushes_then_a_power_cut_keep_every_acknowledged_record() {
     let end_of_wal = SWITCH.end_of_wal;
     let ends = record_ends(&s);
     let cases: u64 = std::env::var("WALSHIP_POWERCUT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300) / 10;
-    let (mut walked, mut beyond) = (0, 0);
+    let (mut walked, mut beyond, mut gave_back, mut most_given_back) = (0, 0, 0, 0);
     for seed in 1..=cases.max(8) {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let tmp = tempfile::tempdir().unwrap();
@@ -205,6 +205,9 @@ fn random_flushes_then_a_power_cut_keep_every_acknowledged_record() {
         assert!(durable <= written.max(acked), "{ctx}: recovered {durable:#X} past written {written:#X}");
         walked += u64::from(rec.actions.iter().any(|a| a.contains("from the WAL records")));
         beyond += u64::from(durable > acked);
+        // The head of a record incomplete at the acknowledged position.
+        gave_back += u64::from(durable < acked);
+        most_given_back = most_given_back.max(acked.saturating_sub(durable));
         if durable == 0 {
             // Cut before the first segment was recorded.
             continue;
@@ -220,6 +223,10 @@ fn random_flushes_then_a_power_cut_keep_every_acknowledged_record() {
         assert!(got[keep..].iter().all(|b| *b == 0), "{ctx}: bytes past durable {durable:#X} survived");
         drop(m);
     }
-    println!("pg powercut model: {walked} recoveries took the durable end from the WAL, {beyond} beyond the ack");
+    println!(
+        "pg powercut model: {} cuts; {walked} recoveries took the durable end from the WAL; {beyond} ended past the \
+         acknowledged position, {gave_back} before it (the head of an incomplete record, at most {most_given_back} bytes)",
+        cases.max(8)
+    );
     assert!(walked > 0, "some cut lost the position record and the walk found the records");
 }
