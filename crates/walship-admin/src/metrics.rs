@@ -223,7 +223,7 @@ fn sender(enc: &mut DescriptorEncoder, h: &walship_agent::SenderHandle) -> Resul
     histograms(
         enc,
         "walship_source_detection_delay_seconds",
-        "File change event to the tailer's refresh that saw the new bytes.",
+        "File change event, as read on the sender's runtime, to the tailer's refresh that saw the new bytes.",
         &[(Vec::new(), &s.detection)],
     )?;
     counters(enc, "walship_source_errors", "Failed refreshes of the WAL directory.", &one(s.source_errors))?;
