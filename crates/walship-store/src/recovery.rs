@@ -343,8 +343,9 @@ fn recover_current(
 /// (`path`, `size` bytes of which `len` are present, starting at `base`)
 /// whose page headers and CRC check, walked as PostgreSQL's recovery does
 /// from the first record of the previous segment (`prev`), so that a record
-/// continued across the boundary counts too. Without `prev` (an operator
-/// removed it) the walk starts at the current segment's first record.
+/// continued across the boundary counts too. When `prev` cannot be read (an
+/// operator removed or damaged it) the walk starts at the current
+/// segment's first record.
 /// `None` when no record in the current segment checks.
 fn wal_valid_end(
     prev: &Path,
@@ -376,17 +377,21 @@ fn wal_valid_end(
         let walk = valid_end(input, first.0, opts);
         (walk.records > 0 && walk.end > base).then_some(walk.end)
     };
-    let prev_bytes = match fs::File::open(prev) {
-        Ok(f) => Some(read(&f, prev, size)?),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
+    let prev_bytes = fs::File::open(prev).and_then(|f| {
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+        f.read_exact_at(&mut buf, 0).map(|()| buf)
+    });
+    let prev_bytes = match prev_bytes {
+        Ok(b) => Some(b),
+        // Only a help: without it, the walk starts in the current segment.
+        Err(e) => {
             report.actions.push(format!(
-                "{} is missing: a record continued from it into {} cannot be checked",
+                "could not read {} ({e}): a record continued from it into {} cannot be checked",
                 prev.display(),
                 path.display()
             ));
             None
         }
-        Err(e) => return Err(StoreError::io("open", prev)(e)),
     };
     let across = prev_bytes.as_deref().and_then(|p| walk(base.0 - size, &[p, &cur]));
     Ok(across.or_else(|| walk(base.0, &[&cur])))

@@ -126,6 +126,35 @@ fn a_flush_syncs_the_data_but_not_the_position_record() {
 }
 
 #[test]
+fn without_the_previous_segment_the_walk_starts_in_the_current_one() {
+    let _s = serial();
+    let s = CONTRECORD.stream();
+    let crossing = 0x70_46C8;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    arm(dir);
+    let (mut m, _) = Mirror::open(dir).unwrap();
+    write_stream(&mut m, &s, &[SEG + BASE + 100, crossing + 8], CONTRECORD.end_of_wal).unwrap();
+    assert!(cut().errors.is_empty());
+    drop(m);
+    reset();
+    // Segment 6 damaged after the fact: cut short.
+    let seg6 = dir.join(seg_name(6).as_str());
+    std::fs::OpenOptions::new().write(true).open(&seg6).unwrap().set_len(SEG / 2).unwrap();
+    let (m, rec) = Mirror::open(dir).unwrap();
+    assert!(rec.actions.iter().any(|a| a.contains("could not read") && a.contains(seg_name(6).as_str())), "{rec:?}");
+    // The record continued from segment 6 cannot be checked, and none begins
+    // and ends in segment 7 below the acknowledged position: what is left is
+    // the position recorded durably, by the first flush in the segment (it
+    // went to the control file with the segment's start).
+    let first_flush = BASE + SEG + 100;
+    assert_eq!(m.durable_pos(), Position(first_flush), "{rec:?}");
+    let got = std::fs::read(dir.join(format!("{}.partial", seg_name(7)))).unwrap();
+    assert_eq!(&got[..100], &s[SEG as usize..][..100]);
+    assert!(got[100..].iter().all(|b| *b == 0), "nothing unchecked is kept");
+}
+
+#[test]
 fn the_mirrors_first_segment_still_syncs_the_position_record() {
     let _s = serial();
     let s = CONTRECORD.stream();
