@@ -161,7 +161,10 @@ async fn session(
         r.resume_pos = resume_pos;
         r.sessions += 1;
         // The receiver's word now: written may have gone back if it lost
-        // unflushed bytes in a crash; flushed never does.
+        // unflushed bytes in a crash. Flushed goes back only after a power
+        // failure on a PostgreSQL mirror, and then only by the head of a
+        // record that was incomplete at the old position (see
+        // walship_store::posfile): every complete record stays flushed.
         let p = core.positions();
         r.sent = p.sent;
         r.written = p.written;
