@@ -415,10 +415,11 @@ impl PgReport {
             w!(s);
             w!(
                 s,
-                "The probe commits on a session of its own with `synchronous_commit = local` every 200 ms, takes the \
+                "The probe commits on a session of its own with `synchronous_commit = local` every {} ms, takes the \
                  primary's flush LSN, and polls both views at once, each from its own thread, as fast as they answer. \
                  Both are the primary side's record of a standby's durability report, so this is the like-for-like \
-                 comparison; the histogram rows above are bucket upper bounds."
+                 comparison; the histogram rows above are bucket upper bounds.",
+                super::lag::PROBE_EVERY.as_millis()
             );
             w!(s);
             w!(
