@@ -377,10 +377,7 @@ fn wal_valid_end(
         let walk = valid_end(input, first.0, opts);
         (walk.records > 0 && walk.end > base).then_some(walk.end)
     };
-    let prev_bytes = fs::File::open(prev).and_then(|f| {
-        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
-        f.read_exact_at(&mut buf, 0).map(|()| buf)
-    });
+    let prev_bytes = fs::File::open(prev).map_err(StoreError::io("open", prev)).and_then(|f| read(&f, prev, size));
     let prev_bytes = match prev_bytes {
         Ok(b) => Some(b),
         // Only a help: without it, the walk starts in the current segment.
